@@ -1,0 +1,193 @@
+/*
+ * fleet-bridge: shared types of the daemon.
+ *
+ * One process, one poll loop, no threads.  Each concern (MQTT, PostgreSQL,
+ * the Unix socket for nginx workers) keeps its state in an explicit struct
+ * below and exposes the same four steps to the loop in fleet_bridge.c:
+ *   tick      act on timers (reconnect, heartbeat, keepalive)
+ *   prepare   add its fds to the poll set and lower the poll timeout
+ *   dispatch  handle the poll results for its fds
+ *   shutdown  release everything on exit
+ */
+
+#ifndef BRIDGE_H
+#define BRIDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <poll.h>
+#include <sys/types.h>
+
+#include <libpq-fe.h>
+
+#define BRIDGE_NAME               "fleet-bridge"
+
+#define BRIDGE_BACKOFF_MIN_MS     1000
+#define BRIDGE_BACKOFF_MAX_MS     30000
+#define BRIDGE_MQTT_KEEPALIVE_S   30
+#define BRIDGE_PG_CONNECT_TIMEOUT_MS  10000
+
+#define BRIDGE_SOCK_MAX_LINE      (1024 * 1024)      /* request, without "\n" */
+#define BRIDGE_SOCK_MAX_OUT       (4 * 1024 * 1024)  /* per-client replies */
+#define BRIDGE_SOCK_PENDING_BUCKETS  1024
+
+
+/* ---- logging, time, helpers (fleet_bridge.c) ---- */
+
+enum blog_level { BLOG_ERROR, BLOG_WARN, BLOG_INFO, BLOG_DEBUG };
+
+extern int bridge_verbose;
+
+void blog(enum blog_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+int64_t bridge_now_ms(void);
+
+/* exponential reconnect delay, 1 s doubling to 30 s, +-20 % jitter */
+struct backoff {
+    int64_t  base_ms;                   /* 0: next delay is the minimum */
+};
+
+int64_t backoff_next_delay(struct backoff *bo);
+void backoff_reset(struct backoff *bo);
+
+/* the fds of one loop iteration; rebuilt every time round */
+struct pollset {
+    struct pollfd  *fds;
+    size_t          n;
+    size_t          cap;
+    int             timeout_ms;         /* -1: no timer pending */
+};
+
+int pollset_add(struct pollset *ps, int fd, short events);  /* index or -1 */
+void pollset_wake_at(struct pollset *ps, int64_t now, int64_t when);
+
+
+/* ---- options ---- */
+
+struct bridge_options {
+    const char  *mqtt_host;
+    int          mqtt_port;
+    const char  *pg_dsn;
+    const char  *socket_path;
+    const char  *device_secret;         /* never logged */
+    const char  *camera_api_key;        /* never logged */
+    const char  *share_group;
+    const char  *client_id;             /* also the bridge id in PostgreSQL */
+    int          heartbeat_interval_s;
+};
+
+
+/* ---- MQTT (bridge_mqtt.c) ---- */
+
+enum mqtt_state {
+    MQTT_IDLE,                          /* no connection; retry at retry_at */
+    MQTT_CONNECTING,                    /* TCP/CONNECT under way, no CONNACK */
+    MQTT_CONNECTED                      /* CONNACK accepted, subscribed */
+};
+
+struct bridge_mqtt {
+    struct mosquitto  *mosq;            /* one instance per connection */
+    enum mqtt_state    state;
+    int                lost;            /* set by callbacks, acted on by loop */
+    char               lost_why[160];   /* for the one log line about it */
+    int                stopping;
+    int64_t            retry_at;
+    int64_t            next_misc_at;    /* keepalive bookkeeping */
+    struct backoff     backoff;
+    int                pfd;             /* index in the poll set or -1 */
+};
+
+
+/* ---- PostgreSQL (bridge_pg.c) ---- */
+
+struct bridge;
+
+/* res is NULL when the connection was lost before the query completed */
+typedef void (*bridge_pg_cb)(struct bridge *b, const PGresult *res, void *arg);
+
+struct pg_query;
+
+enum pg_state {
+    PG_IDLE,                            /* no connection; retry at retry_at */
+    PG_CONNECTING,                      /* PQconnectPoll in progress */
+    PG_READY                            /* connected; queries may run */
+};
+
+struct bridge_pg {
+    PGconn            *conn;
+    enum pg_state      state;
+    PostgresPollingStatusType  poll_dir;
+    int64_t            retry_at;
+    int64_t            connect_deadline;
+    int64_t            next_heartbeat_at;
+    struct backoff     backoff;
+    struct pg_query   *head;            /* FIFO; head is in flight if busy */
+    struct pg_query   *tail;
+    int                busy;
+    int                flush_pending;   /* PQflush returned 1 */
+    int                heartbeat_busy;
+    int                heartbeat_failing;
+    int                pfd;
+};
+
+
+/* ---- Unix socket server (bridge_sock.c) ---- */
+
+struct sock_client;
+struct sock_pending;
+
+struct bridge_sock {
+    int                   listen_fd;
+    int                   listen_pfd;
+    dev_t                 dev;          /* identity of the socket file we */
+    ino_t                 ino;          /* made, so we unlink only our own */
+    int64_t               accept_resume_at;   /* after EMFILE */
+    unsigned              next_client_id;
+    size_t                nclients;
+    struct sock_client   *clients;
+    struct sock_pending  *pending[BRIDGE_SOCK_PENDING_BUCKETS];
+};
+
+
+/* ---- the daemon ---- */
+
+struct bridge {
+    struct bridge_options  opt;
+    uint64_t               mqtt_in;     /* messages received from the broker */
+    uint64_t               mqtt_out;    /* publishes the broker accepted */
+    struct bridge_mqtt     mqtt;
+    struct bridge_pg       pg;
+    struct bridge_sock     sock;
+};
+
+
+void bridge_mqtt_init(struct bridge *b);
+void bridge_mqtt_tick(struct bridge *b, int64_t now);
+void bridge_mqtt_prepare(struct bridge *b, struct pollset *ps, int64_t now);
+void bridge_mqtt_dispatch(struct bridge *b, struct pollset *ps, int64_t now);
+void bridge_mqtt_shutdown(struct bridge *b);
+int bridge_mqtt_connected(const struct bridge *b);
+/* NULL on success (mid set), else a short reason for the requester */
+const char *bridge_mqtt_publish(struct bridge *b, const char *topic,
+    const void *payload, size_t len, int qos, int retain, int *mid);
+
+void bridge_pg_init(struct bridge *b);
+void bridge_pg_tick(struct bridge *b, int64_t now);
+void bridge_pg_prepare(struct bridge *b, struct pollset *ps, int64_t now);
+void bridge_pg_dispatch(struct bridge *b, struct pollset *ps, int64_t now);
+void bridge_pg_shutdown(struct bridge *b);
+int bridge_pg_connected(const struct bridge *b);
+/* queues a parameterised query (text params); -1 when not connected */
+int bridge_pg_query(struct bridge *b, const char *sql, int nparams,
+    const char *const *params, bridge_pg_cb cb, void *arg);
+
+int bridge_sock_open(struct bridge *b);
+void bridge_sock_prepare(struct bridge *b, struct pollset *ps, int64_t now);
+void bridge_sock_dispatch(struct bridge *b, struct pollset *ps, int64_t now);
+void bridge_sock_shutdown(struct bridge *b);
+/* MQTT side events for requests waiting on a PUBACK */
+void bridge_sock_publish_done(struct bridge *b, int mid);
+void bridge_sock_fail_pending(struct bridge *b, const char *reason);
+
+#endif /* BRIDGE_H */

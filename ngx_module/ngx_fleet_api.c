@@ -1,0 +1,620 @@
+/*
+ * fleetgate: the REST router.
+ *
+ * fleet_api serves every /api/v1 route of SPEC sections 4, 6, 8 and 9.  A
+ * request is matched to a route, its body read (bounded), authenticated
+ * (device signature or bearer token), parsed and validated, and only then
+ * handed to the route, which usually runs one SQL function: PostgreSQL
+ * holds the logic that must be atomic, the worker stays a thin,
+ * non-blocking shell around it.
+ */
+
+#include "ngx_fleet_api.h"
+
+
+static const ngx_fleet_route_t *ngx_fleet_api_match(ngx_http_request_t *r,
+    ngx_str_t *captures, ngx_uint_t *path_found);
+static ngx_int_t ngx_fleet_api_match_pattern(const char *pattern,
+    ngx_str_t *uri, ngx_str_t *captures);
+static ngx_int_t ngx_fleet_api_check_media_type(ngx_http_request_t *r);
+static void ngx_fleet_api_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_fleet_api_run(ngx_fleet_api_t *api);
+static ngx_int_t ngx_fleet_api_authenticate(ngx_fleet_api_t *api,
+    ngx_int_t *rc);
+static ngx_int_t ngx_fleet_api_nginx_error(ngx_http_request_t *r,
+    ngx_int_t status);
+static void ngx_fleet_api_cleanup(void *data);
+
+
+static const ngx_fleet_route_t  ngx_fleet_routes[] = {
+
+    { NGX_HTTP_POST, "/api/v1/devices/need-register",
+      NGX_FLEET_AUTH_DEVICE, 1, ngx_fleet_api_need_register },
+
+    { NGX_HTTP_POST, "/api/v1/auth/login",
+      NGX_FLEET_AUTH_NONE, 1, ngx_fleet_api_login },
+
+    { NGX_HTTP_GET, "/api/v1/users/me",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_users_me },
+
+    { 0, NULL, 0, 0, NULL }
+};
+
+
+ngx_int_t
+ngx_fleet_api_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_uint_t                 path_found;
+    ngx_fleet_ctx_t           *ctx;
+    ngx_fleet_api_t           *api;
+    ngx_fleet_loc_conf_t      *flcf;
+    ngx_http_cleanup_t        *cln;
+    const ngx_fleet_route_t   *route;
+    ngx_str_t                  captures[NGX_FLEET_API_MAX_CAPTURES];
+
+    route = ngx_fleet_api_match(r, captures, &path_found);
+
+    if (route == NULL) {
+        if (path_found) {
+            return ngx_fleet_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                        "METHOD_NOT_ALLOWED",
+                                        "method not allowed on this route");
+        }
+
+        return ngx_fleet_send_error(r, NGX_HTTP_NOT_FOUND, "NOT_FOUND",
+                                    "no such route");
+    }
+
+    flcf = ngx_http_get_module_loc_conf(r, ngx_fleet_module);
+
+    if (route->json_body) {
+        if (ngx_fleet_api_check_media_type(r) != NGX_OK) {
+            return ngx_fleet_send_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                        "UNSUPPORTED_MEDIA_TYPE",
+                                        "Content-Type must be "
+                                        "application/json");
+        }
+    }
+
+    if (r->headers_in.content_length_n > (off_t) flcf->max_body_size) {
+        return ngx_fleet_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                    "PAYLOAD_TOO_LARGE",
+                                    "request body is too large");
+    }
+
+    ctx = ngx_fleet_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    api = ngx_pcalloc(r->pool, sizeof(ngx_fleet_api_t));
+    if (api == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_fleet_api_cleanup;
+    cln->data = api;
+
+    api->request = r;
+    api->route = route;
+    ngx_memcpy(api->captures, captures, sizeof(captures));
+    ctx->api = api;
+
+    rc = ngx_http_read_client_request_body(r, ngx_fleet_api_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return ngx_fleet_api_nginx_error(r, rc);
+    }
+
+    return NGX_DONE;
+}
+
+
+static const ngx_fleet_route_t *
+ngx_fleet_api_match(ngx_http_request_t *r, ngx_str_t *captures,
+    ngx_uint_t *path_found)
+{
+    ngx_uint_t                method;
+    const ngx_fleet_route_t  *route;
+
+    *path_found = 0;
+
+    /* HEAD is answered like GET, without the body */
+    method = (r->method == NGX_HTTP_HEAD) ? NGX_HTTP_GET : r->method;
+
+    for (route = ngx_fleet_routes; route->pattern; route++) {
+        if (ngx_fleet_api_match_pattern(route->pattern, &r->uri, captures)
+            != NGX_OK)
+        {
+            continue;
+        }
+
+        *path_found = 1;
+
+        if (route->method == method) {
+            return route;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* "/api/v1/devices/{}/sensors": each {} captures one non-empty segment */
+
+static ngx_int_t
+ngx_fleet_api_match_pattern(const char *pattern, ngx_str_t *uri,
+    ngx_str_t *captures)
+{
+    u_char      *p, *end, *start;
+    ngx_uint_t   n;
+
+    p = uri->data;
+    end = uri->data + uri->len;
+    n = 0;
+
+    while (*pattern) {
+
+        if (pattern[0] == '{' && pattern[1] == '}') {
+            start = p;
+
+            while (p < end && *p != '/') {
+                p++;
+            }
+
+            if (p == start || n == NGX_FLEET_API_MAX_CAPTURES) {
+                return NGX_DECLINED;
+            }
+
+            captures[n].data = start;
+            captures[n].len = p - start;
+            n++;
+
+            pattern += 2;
+            continue;
+        }
+
+        if (p == end || *p != (u_char) *pattern) {
+            return NGX_DECLINED;
+        }
+
+        p++;
+        pattern++;
+    }
+
+    /* a trailing slash is tolerated: clients differ */
+    if (p < end && *p == '/' && p + 1 == end) {
+        p++;
+    }
+
+    return (p == end) ? NGX_OK : NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_fleet_api_check_media_type(ngx_http_request_t *r)
+{
+    size_t      len;
+    u_char     *p, *end;
+    ngx_str_t  *ct;
+
+    if (r->headers_in.content_type == NULL) {
+        /* ESP32 firmware often sends none; the body must still be JSON */
+        return NGX_OK;
+    }
+
+    ct = &r->headers_in.content_type->value;
+    p = ct->data;
+    end = ct->data + ct->len;
+
+    while (p < end && *p != ';' && *p != ' ') {
+        p++;
+    }
+
+    len = p - ct->data;
+
+    if ((len == sizeof("application/json") - 1
+         && ngx_strncasecmp(ct->data, (u_char *) "application/json", len) == 0)
+        || (len > sizeof("+json") - 1
+            && ngx_strncasecmp(p - 5, (u_char *) "+json", 5) == 0))
+    {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_fleet_api_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t         rc;
+    ngx_fleet_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_fleet_module);
+
+    rc = ngx_fleet_api_run(ctx->api);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+static ngx_int_t
+ngx_fleet_api_run(ngx_fleet_api_t *api)
+{
+    char                   msg[FLEET_JSON_MSG_MAX];
+    ngx_int_t              rc;
+    fleet_json_rc_t        jrc;
+    ngx_http_request_t    *r;
+    ngx_fleet_loc_conf_t  *flcf;
+
+    r = api->request;
+    flcf = ngx_http_get_module_loc_conf(r, ngx_fleet_module);
+
+    switch (ngx_fleet_request_body(r, &api->body)) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fleet: request body was buffered to a file; make "
+                      "client_body_buffer_size at least fleet_max_body_size");
+        return ngx_fleet_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                    "PAYLOAD_TOO_LARGE",
+                                    "request body is too large");
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (api->body.len > flcf->max_body_size) {
+        return ngx_fleet_send_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                    "PAYLOAD_TOO_LARGE",
+                                    "request body is too large");
+    }
+
+    if (ngx_fleet_api_authenticate(api, &rc) != NGX_OK) {
+        return rc;
+    }
+
+    if (api->route->json_body) {
+        jrc = fleet_json_parse_object((const char *) api->body.data,
+                                      api->body.len, &api->json,
+                                      msg, sizeof(msg));
+        if (jrc != FLEET_JSON_OK) {
+            return ngx_fleet_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                        jrc == FLEET_JSON_INVALID
+                                        ? "INVALID_JSON" : "VALIDATION_ERROR",
+                                        msg);
+        }
+    }
+
+    return api->route->handler(api);
+}
+
+
+/* NGX_OK, or NGX_DECLINED with the refusal sent and its result in *rc */
+
+static ngx_int_t
+ngx_fleet_api_authenticate(ngx_fleet_api_t *api, ngx_int_t *rc)
+{
+    const char            *code, *message;
+    ngx_http_request_t    *r;
+    ngx_fleet_loc_conf_t  *flcf;
+
+    r = api->request;
+
+    switch (api->route->auth) {
+
+    case NGX_FLEET_AUTH_DEVICE:
+        flcf = ngx_http_get_module_loc_conf(r, ngx_fleet_module);
+
+        if (flcf->device_secret.len == 0) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "fleet: device route without fleet_device_secret");
+            *rc = ngx_fleet_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                       "INTERNAL_ERROR",
+                                       "device secret is not configured");
+            return NGX_DECLINED;
+        }
+
+        if (ngx_fleet_signature_check(r, &flcf->device_secret, &api->body)
+            != NGX_OK)
+        {
+            *rc = ngx_fleet_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                                       "INVALID_SIGNATURE",
+                                       "x-signature is missing or does not "
+                                       "match the request");
+            return NGX_DECLINED;
+        }
+
+        return NGX_OK;
+
+    case NGX_FLEET_AUTH_USER:
+    case NGX_FLEET_AUTH_ADMIN:
+        if (ngx_fleet_auth_bearer(r, &api->claims, &code, &message)
+            != NGX_OK)
+        {
+            *rc = ngx_fleet_send_error(r, NGX_HTTP_UNAUTHORIZED, code,
+                                       message);
+            return NGX_DECLINED;
+        }
+
+        if (api->route->auth == NGX_FLEET_AUTH_ADMIN
+            && api->claims.role != FLEET_ROLE_ADMIN)
+        {
+            *rc = ngx_fleet_send_error(r, NGX_HTTP_FORBIDDEN, "FORBIDDEN",
+                                       "this route is for admins only");
+            return NGX_DECLINED;
+        }
+
+        return NGX_OK;
+
+    default:
+        return NGX_OK;
+    }
+}
+
+
+/* nginx's own refusals while reading the body, in our envelope */
+
+static ngx_int_t
+ngx_fleet_api_nginx_error(ngx_http_request_t *r, ngx_int_t status)
+{
+    switch (status) {
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        return ngx_fleet_send_error(r, status, "PAYLOAD_TOO_LARGE",
+                                    "request body is too large");
+
+    case NGX_HTTP_BAD_REQUEST:
+        return ngx_fleet_send_error(r, status, "VALIDATION_ERROR",
+                                    "malformed request body");
+
+    default:
+        return status;
+    }
+}
+
+
+static void
+ngx_fleet_api_cleanup(void *data)
+{
+    ngx_fleet_api_t  *api = data;
+
+    ngx_fleet_pg_cancel(&api->query);
+
+    if (api->cleanup) {
+        api->cleanup(api);
+    }
+
+    if (api->json) {
+        json_decref(api->json);
+        api->json = NULL;
+    }
+}
+
+
+/*
+ * Starts "SELECT fn($1, ...)" with C-string parameters (NULL is SQL NULL).
+ * Returns NGX_DONE, or the response already sent when the database is
+ * unavailable.
+ */
+
+ngx_int_t
+ngx_fleet_api_call(ngx_fleet_api_t *api, ngx_fleet_pg_handler_pt handler,
+    const char *sql, ngx_uint_t n, ...)
+{
+    va_list                args;
+    ngx_uint_t             i;
+    ngx_fleet_pg_query_t  *q;
+
+    q = &api->query;
+
+    if (n > NGX_FLEET_PG_MAX_PARAMS) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memzero(q, sizeof(ngx_fleet_pg_query_t));
+
+    va_start(args, n);
+    for (i = 0; i < n; i++) {
+        q->params[i] = va_arg(args, const char *);
+    }
+    va_end(args);
+
+    q->sql = sql;
+    q->nparams = (int) n;
+    q->handler = handler ? handler : ngx_fleet_api_sql_done;
+    q->data = api;
+    q->log = api->request->connection->log;
+
+    if (ngx_fleet_pg_send(q) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, q->log, 0, "fleet: %s", q->error);
+        return ngx_fleet_api_unavailable(api);
+    }
+
+    return NGX_DONE;
+}
+
+
+ngx_int_t
+ngx_fleet_api_unavailable(ngx_fleet_api_t *api)
+{
+    return ngx_fleet_send_error(api->request, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                "SERVICE_UNAVAILABLE",
+                                "database unavailable, retry later");
+}
+
+
+void
+ngx_fleet_api_finish(ngx_fleet_api_t *api, ngx_int_t rc)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = api->request;
+    c = r->connection;
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* the jsonb the SQL functions return: first column of the first row */
+
+json_t *
+ngx_fleet_api_sql_value(ngx_fleet_api_t *api, PGresult *res)
+{
+    json_t        *j;
+    json_error_t   err;
+
+    if (PQntuples(res) != 1 || PQnfields(res) < 1 || PQgetisnull(res, 0, 0)) {
+        ngx_log_error(NGX_LOG_ERR, api->request->connection->log, 0,
+                      "fleet: SQL function returned no value");
+        return NULL;
+    }
+
+    j = json_loadb(PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0), 0, &err);
+    if (j == NULL || !json_is_object(j)) {
+        ngx_log_error(NGX_LOG_ERR, api->request->connection->log, 0,
+                      "fleet: SQL function returned bad JSON: %s", err.text);
+        if (j) {
+            json_decref(j);
+        }
+
+        return NULL;
+    }
+
+    return j;
+}
+
+
+/*
+ * SQL functions answer {"status": N, "data": ..., "message": ...} on
+ * success, {"status": N, "error": CODE, "message": ...} on refusal, or
+ * {"status": N, "body": ...} for routes with a seed's own shape.
+ */
+
+ngx_int_t
+ngx_fleet_api_send_sql_json(ngx_fleet_api_t *api, PGresult *res)
+{
+    json_t     *j, *v, *out;
+    ngx_int_t   rc, status;
+
+    j = ngx_fleet_api_sql_value(api, res);
+    if (j == NULL) {
+        return ngx_fleet_send_error(api->request,
+                                    NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                    "INTERNAL_ERROR", "internal error");
+    }
+
+    v = json_object_get(j, "status");
+    status = json_is_integer(v) ? (ngx_int_t) json_integer_value(v) : 500;
+
+    if (status < 200 || status > 599) {
+        status = 500;
+    }
+
+    v = json_object_get(j, "error");
+
+    if (json_is_string(v)) {
+        rc = ngx_fleet_send_error(api->request, status, json_string_value(v),
+                 json_string_value(json_object_get(j, "message"))
+                 ? json_string_value(json_object_get(j, "message"))
+                 : json_string_value(v));
+        json_decref(j);
+        return rc;
+    }
+
+    v = json_object_get(j, "body");
+
+    if (v != NULL) {
+        rc = ngx_fleet_send_json(api->request, status, v);
+        json_decref(j);
+        return rc;
+    }
+
+    out = json_object();
+    if (out == NULL) {
+        json_decref(j);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    json_object_set_new(out, "success", json_true());
+
+    v = json_object_get(j, "data");
+    if (v != NULL) {
+        json_object_set(out, "data", v);
+    }
+
+    v = json_object_get(j, "message");
+    if (v != NULL) {
+        json_object_set(out, "message", v);
+    }
+
+    rc = ngx_fleet_send_json(api->request, status, out);
+
+    json_decref(out);
+    json_decref(j);
+
+    return rc;
+}
+
+
+void
+ngx_fleet_api_sql_done(ngx_fleet_pg_query_t *q, PGresult *res)
+{
+    ngx_int_t         rc;
+    ngx_fleet_api_t  *api;
+
+    api = q->data;
+
+    rc = res ? ngx_fleet_api_send_sql_json(api, res)
+             : ngx_fleet_api_unavailable(api);
+
+    ngx_fleet_api_finish(api, rc);
+}
+
+
+/* NGX_OK, or NGX_DECLINED with the 400 sent and its result in *rc */
+
+ngx_int_t
+ngx_fleet_api_validate(ngx_fleet_api_t *api, const fleet_field_t *fields,
+    ngx_int_t *rc)
+{
+    char  msg[FLEET_JSON_MSG_MAX];
+
+    if (fleet_json_validate(api->json, fields, msg, sizeof(msg))
+        == FLEET_JSON_OK)
+    {
+        return NGX_OK;
+    }
+
+    *rc = ngx_fleet_send_error(api->request, NGX_HTTP_BAD_REQUEST,
+                               "VALIDATION_ERROR", msg);
+
+    return NGX_DECLINED;
+}
+
+
+/* a validated string member of the body, or NULL */
+
+const char *
+ngx_fleet_api_string(ngx_fleet_api_t *api, const char *key)
+{
+    json_t  *v;
+
+    v = json_object_get(api->json, key);
+
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}

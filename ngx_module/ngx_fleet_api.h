@@ -1,0 +1,74 @@
+/*
+ * fleetgate: REST routes — the router's types and the helpers route
+ * handlers share.
+ */
+
+#ifndef _NGX_FLEET_API_H_INCLUDED_
+#define _NGX_FLEET_API_H_INCLUDED_
+
+
+#include "ngx_fleet_module.h"
+#include "fleet_json.h"
+
+
+#define NGX_FLEET_API_MAX_CAPTURES  2
+
+
+typedef struct ngx_fleet_api_s  ngx_fleet_api_t;
+
+/*
+ * A route handler answers synchronously (returns what ngx_fleet_send_*
+ * returned) or starts database work and returns NGX_DONE; it then ends
+ * the request later with ngx_fleet_api_finish().
+ */
+typedef ngx_int_t (*ngx_fleet_route_pt)(ngx_fleet_api_t *api);
+
+
+typedef enum {
+    NGX_FLEET_AUTH_NONE = 0,
+    NGX_FLEET_AUTH_DEVICE,
+    NGX_FLEET_AUTH_USER,
+    NGX_FLEET_AUTH_ADMIN
+} ngx_fleet_auth_e;
+
+
+typedef struct {
+    ngx_uint_t                  method;
+    const char                 *pattern;    /* "{}" matches one segment */
+    ngx_fleet_auth_e            auth;
+    ngx_uint_t                  json_body;
+    ngx_fleet_route_pt          handler;
+} ngx_fleet_route_t;
+
+
+struct ngx_fleet_api_s {
+    ngx_http_request_t         *request;
+    const ngx_fleet_route_t    *route;
+    ngx_str_t                   captures[NGX_FLEET_API_MAX_CAPTURES];
+    ngx_str_t                   body;
+    json_t                     *json;
+    fleet_jwt_claims_t          claims;
+    ngx_fleet_pg_query_t        query;
+    void                       *data;
+    void                      (*cleanup)(ngx_fleet_api_t *api);
+};
+
+
+ngx_int_t ngx_fleet_api_call(ngx_fleet_api_t *api,
+    ngx_fleet_pg_handler_pt handler, const char *sql, ngx_uint_t n, ...);
+void ngx_fleet_api_sql_done(ngx_fleet_pg_query_t *q, PGresult *res);
+ngx_int_t ngx_fleet_api_send_sql_json(ngx_fleet_api_t *api, PGresult *res);
+json_t *ngx_fleet_api_sql_value(ngx_fleet_api_t *api, PGresult *res);
+ngx_int_t ngx_fleet_api_validate(ngx_fleet_api_t *api,
+    const fleet_field_t *fields, ngx_int_t *rc);
+ngx_int_t ngx_fleet_api_unavailable(ngx_fleet_api_t *api);
+void ngx_fleet_api_finish(ngx_fleet_api_t *api, ngx_int_t rc);
+const char *ngx_fleet_api_string(ngx_fleet_api_t *api, const char *key);
+
+/* route handlers */
+ngx_int_t ngx_fleet_api_login(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_users_me(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_need_register(ngx_fleet_api_t *api);
+
+
+#endif /* _NGX_FLEET_API_H_INCLUDED_ */

@@ -1,0 +1,123 @@
+/*
+ * fleetgate: bearer tokens on requests (SPEC section 2).
+ */
+
+#include "ngx_fleet_module.h"
+
+#include <openssl/rand.h>
+
+
+static ngx_int_t ngx_fleet_auth_token(ngx_http_request_t *r, ngx_str_t *tok);
+
+
+/*
+ * Verifies the request's JWT.  NGX_OK fills claims; otherwise returns
+ * NGX_HTTP_UNAUTHORIZED with the SPEC error code and a message.
+ */
+
+ngx_int_t
+ngx_fleet_auth_bearer(ngx_http_request_t *r, fleet_jwt_claims_t *claims,
+    const char **code, const char **message)
+{
+    int                     rc;
+    ngx_str_t               tok;
+    ngx_fleet_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_get_module_main_conf(r, ngx_fleet_module);
+
+    *code = "UNAUTHORIZED";
+
+    if (ngx_fleet_auth_token(r, &tok) != NGX_OK) {
+        *message = "a bearer token is required";
+        goto refused;
+    }
+
+    rc = fleet_jwt_verify((const char *) tok.data, tok.len,
+                          fmcf->jwt_secret.data, fmcf->jwt_secret.len,
+                          (long long) ngx_time(), claims);
+
+    if (rc == FLEET_JWT_OK) {
+        return NGX_OK;
+    }
+
+    if (rc == FLEET_JWT_EXPIRED) {
+        *code = "TOKEN_EXPIRED";
+    }
+
+    *message = fleet_jwt_strerror(rc);
+
+refused:
+
+    ngx_fleet_metric_inc(NGX_FLEET_M_AUTH_FAILURES);
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "fleet: token refused for \"%V\": %s", &r->uri, *message);
+
+    return NGX_HTTP_UNAUTHORIZED;
+}
+
+
+/* Authorization: Bearer <jwt>, or ?access_token= for EventSource/WebSocket */
+
+static ngx_int_t
+ngx_fleet_auth_token(ngx_http_request_t *r, ngx_str_t *tok)
+{
+    ngx_table_elt_t  *h;
+
+    h = r->headers_in.authorization;
+
+    if (h != NULL) {
+        if (h->value.len <= sizeof("Bearer ") - 1
+            || ngx_strncasecmp(h->value.data, (u_char *) "Bearer ",
+                               sizeof("Bearer ") - 1)
+               != 0)
+        {
+            return NGX_DECLINED;
+        }
+
+        tok->data = h->value.data + sizeof("Bearer ") - 1;
+        tok->len = h->value.len - (sizeof("Bearer ") - 1);
+
+        while (tok->len && *tok->data == ' ') {
+            tok->data++;
+            tok->len--;
+        }
+
+        return tok->len ? NGX_OK : NGX_DECLINED;
+    }
+
+    if (ngx_http_arg(r, (u_char *) "access_token", sizeof("access_token") - 1,
+                     tok)
+        == NGX_OK && tok->len)
+    {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+size_t
+ngx_fleet_auth_issue(ngx_http_request_t *r, const char *sub,
+    fleet_role_t role, char *out, size_t size)
+{
+    u_char                  rnd[12], jti[25];
+    time_t                  now;
+    ngx_fleet_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_get_module_main_conf(r, ngx_fleet_module);
+
+    /* the jti names the token so logout can revoke exactly this one */
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        return 0;
+    }
+
+    *ngx_hex_dump(jti, rnd, sizeof(rnd)) = '\0';
+
+    now = ngx_time();
+
+    return fleet_jwt_sign(sub, role, (const char *) jti, (long long) now,
+                          (long long) (now + fmcf->jwt_ttl),
+                          fmcf->jwt_secret.data, fmcf->jwt_secret.len,
+                          out, size);
+}

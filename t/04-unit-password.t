@@ -1,0 +1,7 @@
+#!/usr/bin/perl
+# Runs the C unit tests of common/fleet_password.c (they print TAP themselves).
+use strict;
+use warnings;
+use FindBin;
+my $build = $ENV{FLEET_BUILD} // "$FindBin::Bin/../build";
+exec "$build/unit/test_password" or die "cannot run $build/unit/test_password: $!";
