@@ -26,7 +26,7 @@ fleet_json_parse_object(const char *buf, size_t len, json_t **out,
      * trailing garbage and nesting deeper
      * than its compile-time limit, and never recurses on the C stack
      * beyond that limit */
-    j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
+    j = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (j == NULL) {
         snprintf(msg, msg_size, "invalid JSON at line %d column %d: %s",
                  err.line, err.column, err.text);

@@ -365,6 +365,10 @@ fleet_mqtt_sign(const unsigned char *msg, size_t len,
         i--;
     }
 
+    if (i == 0) {
+        return 0;
+    }
+
     if (msg[i - 1] != '{') {
         out[n++] = ',';
     }

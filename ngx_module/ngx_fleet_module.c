@@ -703,7 +703,9 @@ ngx_fleet_request_body(ngx_http_request_t *r, ngx_str_t *body)
     body->len = len;
 
     for ( /* void */ ; cl; cl = cl->next) {
-        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        if (cl->buf->last != cl->buf->pos) {
+            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
     }
 
     return NGX_OK;

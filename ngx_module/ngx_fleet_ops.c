@@ -102,7 +102,7 @@ ngx_fleet_healthz_send(ngx_http_request_t *r, ngx_uint_t database,
     ngx_uint_t   bridge, mqtt, pg, ok;
 
     bridge = (ngx_fleet_bridge_status(&mqtt, &pg) == NGX_OK);
-    ok = database && bridge;
+    ok = database && bridge && mqtt;
 
     body = json_pack("{s:s, s:b, s:b, s:b, s:i, s:i, s:i, s:s}",
                      "status", ok ? "ok" : "degraded",

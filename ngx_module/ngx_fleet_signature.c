@@ -1,11 +1,15 @@
 /*
  * fleetgate: the device x-signature check (SPEC section 2).
  *
- * "fleet_signature on" guards any location in the access phase, whatever
- * its content handler is (proxy_pass to an existing backend included): the
- * body is read first (like ngx_http_mirror_module does), then
- * x-signature = hex SHA256(body || secret) is checked in constant time.
- * A request without a body signs its request target (path and query).
+ * "fleet_signature on" guards any location, whatever serves it (proxy_pass
+ * to an existing backend, "return", a static file): the body is read first
+ * (like ngx_http_mirror_module does), then x-signature = hex SHA256(body ||
+ * secret) is checked in constant time.  A request without a body signs its
+ * request target (path and query).
+ *
+ * The check runs at the start of the location's rewrite phase rather than
+ * in the access phase, so that "return" and "rewrite" in the same location
+ * (which act in the rewrite phase) cannot bypass it.
  */
 
 #include "ngx_fleet_module.h"
@@ -13,7 +17,7 @@
 #include "fleet_sig.h"
 
 
-static ngx_int_t ngx_fleet_signature_access_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_fleet_signature_handler(ngx_http_request_t *r);
 static void ngx_fleet_signature_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_fleet_signature_verdict(ngx_http_request_t *r);
 static ngx_int_t ngx_fleet_signature_refuse(ngx_http_request_t *r,
@@ -28,12 +32,14 @@ ngx_fleet_signature_init(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    /* handlers of a phase run last-registered first: ours precedes the
+     * rewrite module's, which registered before any add-on module */
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    *h = ngx_fleet_signature_access_handler;
+    *h = ngx_fleet_signature_handler;
 
     return NGX_OK;
 }
@@ -75,7 +81,7 @@ ngx_fleet_signature_check(ngx_http_request_t *r, ngx_str_t *secret,
 
 
 static ngx_int_t
-ngx_fleet_signature_access_handler(ngx_http_request_t *r)
+ngx_fleet_signature_handler(ngx_http_request_t *r)
 {
     ngx_int_t              rc;
     ngx_str_t              empty;
@@ -175,7 +181,8 @@ ngx_fleet_signature_verdict(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_fleet_module);
 
     if (ctx->sig_status == NGX_OK) {
-        return NGX_OK;
+        /* NGX_DECLINED lets the rewrite phase go on */
+        return NGX_DECLINED;
     }
 
     return ngx_fleet_signature_refuse(r, ctx->sig_status);

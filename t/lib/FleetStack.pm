@@ -21,6 +21,10 @@ package FleetStack;
 use strict;
 use warnings;
 
+# Mojo's pure-Perl reactor: with EV, Perl signal handlers (the SIGALRM time
+# limit, SIGINT) wait until the next event, and EV reaps every child process
+BEGIN { $ENV{MOJO_REACTOR} //= 'Mojo::Reactor::Poll' }
+
 use Carp qw(croak);
 use Cwd qw(abs_path);
 use DBI;
@@ -73,7 +77,11 @@ sub new {
 
     my $timeout = $ENV{FLEET_TEST_TIMEOUT} // 100;
     if ($timeout && !$SIG{ALRM}) {
-        $SIG{ALRM} = sub { die "FleetStack: test file exceeded ${timeout}s (FLEET_TEST_TIMEOUT)\n" };
+        # exit, not die: an event loop callback would swallow the exception
+        $SIG{ALRM} = sub {
+            print STDERR "# FleetStack: test file exceeded ${timeout}s (FLEET_TEST_TIMEOUT), stopping\n";
+            exit 124;
+        };
         alarm $timeout;
     }
 
@@ -343,6 +351,33 @@ sub stop_pg {
         '-w', '-t', '30', 'stop'));
 }
 
+# freeze_pg: SIGSTOP the postmaster and every backend, so queries hang
+# (not refused) and the module's query timeout has to act; thaw_pg resumes
+sub pg_pids {
+    my $self = shift;
+    my ($pm) = _slurp("$self->{pg_data}/postmaster.pid") =~ /\A(\d+)/ or return;
+    my @pids = ($pm);
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        my $line = _slurp($stat);
+        push @pids, $1 if $line =~ /^(\d+) \(.*\) \S (\d+)/s && $2 == $pm;
+    }
+    return @pids;
+}
+
+sub freeze_pg {
+    my $self = shift;
+    my @pids = $self->pg_pids or croak 'PostgreSQL is not running';
+    $self->{pg_frozen} = \@pids;
+    kill 'STOP', @pids;
+    return scalar @pids;
+}
+
+sub thaw_pg {
+    my $self = shift;
+    my $pids = delete $self->{pg_frozen} or return;
+    kill 'CONT', @$pids;
+}
+
 sub restart_pg {
     my $self = shift;
     $self->stop_pg('fast');
@@ -504,11 +539,13 @@ sub nginx_worker_pids {
         my $line = <$fh> // next;
         # pid (comm) state ppid ...
         next unless $line =~ /^(\d+) \((.*)\) (\S) (\d+)/s;
-        next unless $4 == $master && $3 ne 'Z';
-        my $cmd = _slurp("/proc/$1/cmdline");
-        push @pids, $1 if $cmd =~ /worker process/ && $cmd !~ /shutting down/;
+        my ($pid, $state, $ppid) = ($1, $3, $4);
+        next unless $ppid == $master && $state ne 'Z';
+        my $cmd = _slurp("/proc/$pid/cmdline");
+        push @pids, $pid if $cmd =~ /worker process/ && $cmd !~ /shutting down/;
     }
-    return sort { $a <=> $b } @pids;
+    @pids = sort { $a <=> $b } @pids;
+    return wantarray ? @pids : scalar @pids;
 }
 
 sub error_log {
@@ -730,6 +767,7 @@ sub reap_dir {
     if (-f "$data/postmaster.pid") {
         my ($pid) = _slurp("$data/postmaster.pid") =~ /\A(\d+)/;
         if ($pid && _slurp("/proc/$pid/cmdline") =~ /postgres/) {
+            kill 'CONT', $pid;     # in case the test froze it
             kill 'QUIT', $pid;     # immediate shutdown
             _wait_until(10, sub { !_alive($pid) }) or kill 'KILL', $pid;
         }
@@ -745,6 +783,7 @@ sub stop {
     $self->_stop_child('nginx');
     $self->_stop_child('bridge');
     $self->_stop_child('mosquitto');
+    $self->thaw_pg;
     $self->stop_pg('immediate');
     if (my $w = delete $self->{watchdog}) {
         kill 'TERM', $w;
