@@ -23,6 +23,7 @@ my $conns  = shift // 50;
 my $rounds = shift // 3;
 
 my $s = FleetStack->new(
+    durable       => 1,
     device_secret => 'modernchabackdoor',
     extra_server  => q{
         location = /plain { return 200 "ok\n"; }

@@ -26,9 +26,11 @@
 #define BRIDGE_BACKOFF_MAX_MS     30000
 #define BRIDGE_MQTT_KEEPALIVE_S   30
 #define BRIDGE_PG_CONNECT_TIMEOUT_MS  10000
+#define BRIDGE_SHARE_GROUP_MAX    128   /* bytes; checked at start */
 
-#define BRIDGE_SOCK_MAX_LINE      (1024 * 1024)      /* request, without "\n" */
-#define BRIDGE_SOCK_MAX_OUT       (4 * 1024 * 1024)  /* per-client replies */
+/* limits of a request line (without "\n") and of one client's queued replies */
+#define BRIDGE_SOCK_MAX_LINE      ((size_t) 1024 * 1024)
+#define BRIDGE_SOCK_MAX_OUT       ((size_t) 4 * 1024 * 1024)
 #define BRIDGE_SOCK_PENDING_BUCKETS  1024
 
 

@@ -66,7 +66,12 @@ mqtt_mark_lost(struct bridge *b, const char *fmt, ...)
 
     if (!b->mqtt.lost) {
         va_start(ap, fmt);
-        vsnprintf(b->mqtt.lost_why, sizeof(b->mqtt.lost_why), fmt, ap);
+        /* a cut reason is fine; a failed one is left empty, not garbage */
+        if (vsnprintf(b->mqtt.lost_why, sizeof(b->mqtt.lost_why), fmt, ap)
+            < 0)
+        {
+            b->mqtt.lost_why[0] = '\0';
+        }
         va_end(ap);
         b->mqtt.lost = 1;
     }
@@ -78,12 +83,19 @@ mqtt_mark_lost(struct bridge *b, const char *fmt, ...)
 static void
 subscribe_server_topics(struct bridge *b)
 {
-    int   rc;
+    int   rc, n;
     char  filter[256];
 
     /* one shared subscription: every message reaches one bridge of the group */
-    snprintf(filter, sizeof(filter), "$share/%s/server/+/+",
-             b->opt.share_group);
+    n = snprintf(filter, sizeof(filter), "$share/%s/server/+/+",
+                 b->opt.share_group);
+
+    /* the group length is checked at start; a cut filter would subscribe
+     * to the wrong topics */
+    if (n < 0 || (size_t) n >= sizeof(filter)) {
+        mqtt_mark_lost(b, "share group name too long for a topic filter");
+        return;
+    }
 
     rc = mosquitto_subscribe(b->mqtt.mosq, NULL, filter, 1);
 
@@ -222,7 +234,8 @@ mqtt_teardown(struct bridge *b, int64_t now)
 
     blog(BLOG_WARN, "mqtt %s:%d %s; reconnecting in %lld ms",
          b->opt.mqtt_host, b->opt.mqtt_port,
-         b->mqtt.lost ? b->mqtt.lost_why : "connection lost",
+         b->mqtt.lost && b->mqtt.lost_why[0] != '\0' ? b->mqtt.lost_why
+                                                       : "connection lost",
          (long long) delay);
 
     mqtt_destroy_instance(b);
@@ -401,7 +414,7 @@ bridge_mqtt_publish(struct bridge *b, const char *topic, const void *payload,
         return "mqtt disconnected";
     }
 
-    if (len > 256 * 1024 * 1024) {
+    if (len > (size_t) 256 * 1024 * 1024) {
         return "payload too large";
     }
 

@@ -144,7 +144,13 @@ pg_error_text(PGconn *conn, char *buf, size_t size)
 {
     size_t  len;
 
-    snprintf(buf, size, "%s", conn ? PQerrorMessage(conn) : "out of memory");
+    /* a cut message is fine; on failure buf is undefined, so empty it */
+    if (snprintf(buf, size, "%s",
+                 conn ? PQerrorMessage(conn) : "out of memory") < 0)
+    {
+        buf[0] = '\0';
+    }
+
     len = strlen(buf);
 
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' ')) {
@@ -425,14 +431,21 @@ heartbeat_done(struct bridge *b, const PGresult *res, void *arg)
 static void
 send_heartbeat(struct bridge *b)
 {
+    int          n;
     char         status[128];
     const char  *params[2];
 
-    snprintf(status, sizeof(status),
-             "{\"mqtt\":%s,\"mqtt_in\":%llu,\"mqtt_out\":%llu}",
-             bridge_mqtt_connected(b) ? "true" : "false",
-             (unsigned long long) b->mqtt_in,
-             (unsigned long long) b->mqtt_out);
+    n = snprintf(status, sizeof(status),
+                 "{\"mqtt\":%s,\"mqtt_in\":%llu,\"mqtt_out\":%llu}",
+                 bridge_mqtt_connected(b) ? "true" : "false",
+                 (unsigned long long) b->mqtt_in,
+                 (unsigned long long) b->mqtt_out);
+
+    /* cannot happen with two 20-digit counters, but never send cut JSON */
+    if (n < 0 || (size_t) n >= sizeof(status)) {
+        blog(BLOG_ERROR, "heartbeat: cannot format the status");
+        return;
+    }
 
     params[0] = b->opt.client_id;
     params[1] = status;

@@ -47,7 +47,7 @@
 #include "bridge.h"
 
 
-#define SOCK_READ_CHUNK       65536
+#define SOCK_READ_CHUNK       ((size_t) 65536)
 #define SOCK_ACCEPT_BATCH     64
 #define SOCK_DRAIN_TIMEOUT_MS 5000
 #define SOCK_KEEP_BUF         (2 * SOCK_READ_CHUNK)   /* idle buffers above */
@@ -776,16 +776,18 @@ accept_clients(struct bridge_sock *s, int64_t now)
 static int
 socket_address(const char *path, struct sockaddr_un *sun)
 {
+    size_t  len = strlen(path);
+
     memset(sun, 0, sizeof(*sun));
     sun->sun_family = AF_UNIX;
 
-    if (strlen(path) >= sizeof(sun->sun_path)) {
+    if (len >= sizeof(sun->sun_path)) {
         blog(BLOG_ERROR, "socket path too long (max %zu bytes): %s",
              sizeof(sun->sun_path) - 1, path);
         return -1;
     }
 
-    strcpy(sun->sun_path, path);
+    memcpy(sun->sun_path, path, len + 1);
 
     return 0;
 }

@@ -66,6 +66,7 @@ flatten_line(char *s)
 void
 blog(enum blog_level level, const char *fmt, ...)
 {
+    int        n;
     char       line[4096];
     size_t     len;
     va_list    ap;
@@ -79,11 +80,22 @@ blog(enum blog_level level, const char *fmt, ...)
     now = time(NULL);
     gmtime_r(&now, &tm);
     len = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%SZ ", &tm);
-    len += (size_t) snprintf(line + len, sizeof(line) - len, "%s[%d] %s ",
-                             BRIDGE_NAME, (int) getpid(), level_names[level]);
+    n = snprintf(line + len, sizeof(line) - len, "%s[%d] %s ",
+                 BRIDGE_NAME, (int) getpid(), level_names[level]);
+
+    /* the prefix is short; should it still fail, log the message alone */
+    if (n < 0 || (size_t) n >= sizeof(line) - len - 1) {
+        n = 0;
+    }
+
+    len += (size_t) n;
 
     va_start(ap, fmt);
-    vsnprintf(line + len, sizeof(line) - len - 1, fmt, ap);
+    /* a cut message is fine (one byte is kept for the "\n"); a failed one
+     * leaves the buffer undefined, so only the prefix is logged */
+    if (vsnprintf(line + len, sizeof(line) - len - 1, fmt, ap) < 0) {
+        line[len] = '\0';
+    }
     va_end(ap);
 
     flatten_line(line + len);
@@ -207,10 +219,13 @@ static const struct option  long_options[] = {
 };
 
 
-static void
+/* 0, or -1 if the text could not be written */
+static int
 print_usage(FILE *out)
 {
-    fprintf(out,
+    int  n;
+
+    n = fprintf(out,
 "usage: fleet-bridge [options]\n"
 "       fleet-bridge hash-password [--iterations N] < password-line\n"
 "\n"
@@ -228,6 +243,8 @@ print_usage(FILE *out)
 "  --heartbeat-interval SEC PostgreSQL heartbeat period (5)\n"
 "  -v, --verbose            debug logging\n"
 "  -h, --help               this text\n");
+
+    return (n < 0 || fflush(out) != 0) ? -1 : 0;
 }
 
 
@@ -275,10 +292,18 @@ default_bridge_id(void)
     host[sizeof(host) - 1] = '\0';
 
     n = snprintf(NULL, 0, "bridge-%s-%d", host, (int) getpid());
+    if (n < 0) {
+        return NULL;
+    }
+
     id = malloc((size_t) n + 1);
 
-    if (id != NULL) {
-        snprintf(id, (size_t) n + 1, "bridge-%s-%d", host, (int) getpid());
+    if (id != NULL
+        && snprintf(id, (size_t) n + 1, "bridge-%s-%d", host, (int) getpid())
+           != n)
+    {
+        free(id);
+        id = NULL;
     }
 
     return id;
@@ -407,6 +432,12 @@ options_validate(const struct bridge_options *o)
         return -1;
     }
 
+    if (strlen(o->share_group) > BRIDGE_SHARE_GROUP_MAX) {
+        blog(BLOG_ERROR, "share group longer than %d bytes",
+             BRIDGE_SHARE_GROUP_MAX);
+        return -1;
+    }
+
     if (o->client_id == NULL || o->client_id[0] == '\0') {
         blog(BLOG_ERROR, "cannot build a default bridge id");
         return -1;
@@ -440,15 +471,16 @@ cmd_hash_password(int argc, char **argv)
     }
 
     if (iterations < 0) {
-        fprintf(stderr, "usage: fleet-bridge hash-password [--iterations N]"
-                " < password-line\n");
+        (void) fprintf(stderr, "usage: fleet-bridge hash-password "
+                       "[--iterations N] < password-line\n");
         return 2;
     }
 
     len = getline(&line, &cap, stdin);
 
     if (len < 0) {
-        fprintf(stderr, "fleet-bridge hash-password: no password on stdin\n");
+        (void) fprintf(stderr, "fleet-bridge hash-password: no password on "
+                       "stdin\n");
         free(line);
         return 1;
     }
@@ -458,16 +490,15 @@ cmd_hash_password(int argc, char **argv)
     }
 
     if (len == 0) {
-        fprintf(stderr, "fleet-bridge hash-password: empty password\n");
+        (void) fprintf(stderr, "fleet-bridge hash-password: empty password\n");
 
     } else if (fleet_password_hash(line, (size_t) len, (unsigned) iterations,
                                    out, sizeof(out)) != 0)
     {
-        fprintf(stderr, "fleet-bridge hash-password: hashing failed\n");
+        (void) fprintf(stderr, "fleet-bridge hash-password: hashing failed\n");
 
     } else {
-        printf("%s\n", out);
-        rc = fflush(stdout) == 0 ? 0 : 1;
+        rc = (printf("%s\n", out) >= 0 && fflush(stdout) == 0) ? 0 : 1;
     }
 
     OPENSSL_cleanse(line, cap);
@@ -603,12 +634,11 @@ main(int argc, char **argv)
 
     rc = options_from_argv(&b.opt, argc, argv);
     if (rc > 0) {
-        print_usage(stdout);
-        return 0;
+        return print_usage(stdout) == 0 ? 0 : 1;
     }
 
     if (rc < 0) {
-        fprintf(stderr, "see: fleet-bridge --help\n");
+        (void) fprintf(stderr, "see: fleet-bridge --help\n");
         return 2;
     }
 

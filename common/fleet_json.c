@@ -18,7 +18,7 @@ fleet_json_parse_object(const char *buf, size_t len, json_t **out,
     *out = NULL;
 
     if (len == 0) {
-        snprintf(msg, msg_size, "request body is empty");
+        (void) snprintf(msg, msg_size, "request body is empty");
         return FLEET_JSON_INVALID;
     }
 
@@ -28,14 +28,14 @@ fleet_json_parse_object(const char *buf, size_t len, json_t **out,
      * beyond that limit */
     j = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (j == NULL) {
-        snprintf(msg, msg_size, "invalid JSON at line %d column %d: %s",
-                 err.line, err.column, err.text);
+        (void) snprintf(msg, msg_size, "invalid JSON at line %d column %d: %s",
+                        err.line, err.column, err.text);
         return FLEET_JSON_INVALID;
     }
 
     if (!json_is_object(j)) {
         json_decref(j);
-        snprintf(msg, msg_size, "body must be a JSON object");
+        (void) snprintf(msg, msg_size, "body must be a JSON object");
         return FLEET_JSON_VALIDATION;
     }
 
@@ -112,19 +112,19 @@ fleet_field_check_bounds(const fleet_field_t *f, json_t *v, char *msg,
 
         if (f->min > 0 && n < (size_t) f->min) {
             if (f->min == 1) {
-                snprintf(msg, msg_size, "%s must not be empty", f->name);
+                (void) snprintf(msg, msg_size, "%s must not be empty", f->name);
 
             } else {
-                snprintf(msg, msg_size, "%s must be at least %lld characters",
-                         f->name, f->min);
+                (void) snprintf(msg, msg_size, "%s must be at least %lld characters",
+                                f->name, f->min);
             }
 
             return FLEET_JSON_VALIDATION;
         }
 
         if (f->max > 0 && n > (size_t) f->max) {
-            snprintf(msg, msg_size, "%s must be at most %lld characters",
-                     f->name, f->max);
+            (void) snprintf(msg, msg_size, "%s must be at most %lld characters",
+                            f->name, f->max);
             return FLEET_JSON_VALIDATION;
         }
 
@@ -132,8 +132,8 @@ fleet_field_check_bounds(const fleet_field_t *f, json_t *v, char *msg,
         i = json_integer_value(v);
 
         if (i < f->min || i > f->max) {
-            snprintf(msg, msg_size, "%s must be between %lld and %lld",
-                     f->name, f->min, f->max);
+            (void) snprintf(msg, msg_size, "%s must be between %lld and %lld",
+                            f->name, f->min, f->max);
             return FLEET_JSON_VALIDATION;
         }
     }
@@ -155,7 +155,7 @@ fleet_json_validate(json_t *obj, const fleet_field_t *fields, char *msg,
 
         if (v == NULL || json_is_null(v)) {
             if (f->required) {
-                snprintf(msg, msg_size, "%s is required", f->name);
+                (void) snprintf(msg, msg_size, "%s is required", f->name);
                 return FLEET_JSON_VALIDATION;
             }
 
@@ -163,8 +163,8 @@ fleet_json_validate(json_t *obj, const fleet_field_t *fields, char *msg,
         }
 
         if (!fleet_field_has_type(v, f->type)) {
-            snprintf(msg, msg_size, "%s must be %s", f->name,
-                     fleet_field_type_name(f->type));
+            (void) snprintf(msg, msg_size, "%s must be %s", f->name,
+                            fleet_field_type_name(f->type));
             return FLEET_JSON_VALIDATION;
         }
 

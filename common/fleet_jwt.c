@@ -193,12 +193,33 @@ fleet_jwt_check_header(const char *p, size_t len)
 }
 
 
+/* a non-empty JSON string that fits, NUL included */
+static int
+fleet_jwt_copy_string(json_t *v, char *out, size_t size)
+{
+    size_t  len;
+
+    if (!json_is_string(v)) {
+        return -1;
+    }
+
+    len = json_string_length(v);
+
+    if (len == 0 || len >= size) {
+        return -1;
+    }
+
+    memcpy(out, json_string_value(v), len + 1);
+
+    return 0;
+}
+
+
 static int
 fleet_jwt_read_claims(json_t *c, long long now, fleet_jwt_claims_t *claims)
 {
     long long    nbf;
     json_t      *v;
-    const char  *s;
 
     memset(claims, 0, sizeof(*claims));
 
@@ -222,12 +243,9 @@ fleet_jwt_read_claims(json_t *c, long long now, fleet_jwt_claims_t *claims)
         return FLEET_JWT_BAD_CLAIMS;
     }
 
-    s = json_string_value(v);
-    if (s[0] == '\0' || strlen(s) >= sizeof(claims->sub)) {
+    if (fleet_jwt_copy_string(v, claims->sub, sizeof(claims->sub)) != 0) {
         return FLEET_JWT_BAD_CLAIMS;
     }
-
-    strcpy(claims->sub, s);
 
     v = json_object_get(c, "role");
     claims->role = json_is_string(v) ? fleet_role_parse(json_string_value(v))
@@ -237,14 +255,10 @@ fleet_jwt_read_claims(json_t *c, long long now, fleet_jwt_claims_t *claims)
     }
 
     v = json_object_get(c, "jti");
-    if (v != NULL) {
-        if (!json_is_string(v)
-            || strlen(json_string_value(v)) >= sizeof(claims->jti))
-        {
-            return FLEET_JWT_BAD_CLAIMS;
-        }
-
-        strcpy(claims->jti, json_string_value(v));
+    if (v != NULL
+        && fleet_jwt_copy_string(v, claims->jti, sizeof(claims->jti)) != 0)
+    {
+        return FLEET_JWT_BAD_CLAIMS;
     }
 
     if (now >= claims->exp) {

@@ -373,8 +373,8 @@ fleet_mqtt_sign(const unsigned char *msg, size_t len,
         out[n++] = ',';
     }
 
-    memcpy(out + n, "\"sha256\":\"", 10);
-    n += 10;
+    memcpy(out + n, "\"sha256\":\"", sizeof("\"sha256\":\"") - 1);
+    n += sizeof("\"sha256\":\"") - 1;
     memcpy(out + n, hex, FLEET_SHA256_HEX_LEN);
     n += FLEET_SHA256_HEX_LEN;
     out[n++] = '"';

@@ -117,7 +117,7 @@ ngx_fleet_auth_issue(ngx_http_request_t *r, const char *sub,
     now = ngx_time();
 
     return fleet_jwt_sign(sub, role, (const char *) jti, (long long) now,
-                          (long long) (now + fmcf->jwt_ttl),
+                          (long long) now + fmcf->jwt_ttl,
                           fmcf->jwt_secret.data, fmcf->jwt_secret.len,
                           out, size);
 }

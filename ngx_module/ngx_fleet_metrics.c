@@ -245,8 +245,8 @@ ngx_fleet_metrics_handler(ngx_http_request_t *r)
         workers = 1;
     }
 
-    size = NGX_FLEET_M_LAST * 256
-           + NGX_FLEET_W_LAST * (256 + workers * 80);
+    size = (size_t) NGX_FLEET_M_LAST * 256
+           + (size_t) NGX_FLEET_W_LAST * (256 + workers * 80);
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {

@@ -299,7 +299,7 @@ ngx_fleet_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->device_secret, prev->device_secret, "");
     ngx_conf_merge_value(conf->signature, prev->signature, 0);
     ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
-                              1024 * 1024);
+                              (size_t) 1024 * 1024);
 
     if (conf->signature && conf->device_secret.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -8,7 +8,8 @@ package FleetStack;
 #   $s->check_error($tx, 401, 'INVALID_SIGNATURE', '/api/v1/devices/need-register');
 #
 # Options: workers (2), max_body (65536), extra_http, extra_server,
-# device_secret, jwt_secret, no_bridge, no_nginx (harness development only).
+# device_secret, jwt_secret, no_bridge, durable (PostgreSQL with fsync, for
+# benchmarks), no_nginx (harness development only).
 # Environment: FLEET_BUILD (build dir, default <repo>/build), FLEET_PG_TEMPLATE
 # (a cluster made by scripts/lib/common.sh fleet_pg_make_template; copied
 # instead of running initdb), FLEET_NGINX_PRELOAD (LD_PRELOAD for nginx, e.g.
@@ -322,10 +323,15 @@ sub _start_pg {
 
     for my $attempt (1 .. 3) {
         $self->{pg_port} = free_port();
+        # tests trade durability for speed; benchmarks ask for a durable
+        # server (durable => 1), as production runs
+        my @speed = $self->{opt}{durable}
+            ? ('shared_buffers = 128MB')
+            : ('fsync = off', 'synchronous_commit = off', 'full_page_writes = off',
+               'shared_buffers = 16MB');
         _spit("$pgdir/data/fleet.conf", join "\n",
             "listen_addresses = '127.0.0.1'", "port = $self->{pg_port}",
-            "unix_socket_directories = '$pgdir/run'", 'fsync = off', 'synchronous_commit = off',
-            'full_page_writes = off', 'shared_buffers = 16MB', 'max_connections = 100', '');
+            "unix_socket_directories = '$pgdir/run'", @speed, 'max_connections = 100', '');
         _chown_pg("$pgdir/data/fleet.conf");
         last if $self->start_pg(no_die => $attempt < 3);
     }
@@ -433,10 +439,14 @@ sub start_bridge {
     -x $bin or die "FleetStack: $bin is missing: run scripts/build\n";
     my $sock = $self->bridge_socket;
     unlink $sock;
-    my $pid = $self->_spawn('bridge', "$self->{dir}/bridge/bridge.log", {
-            FLEET_COMMAND_TIMEOUT_S => $ENV{FLEET_COMMAND_TIMEOUT_S} // 30,
-            FLEET_OFFLINE_AFTER_S   => $ENV{FLEET_OFFLINE_AFTER_S} // 180,
-        },
+    my %env = (
+        FLEET_COMMAND_TIMEOUT_S => $ENV{FLEET_COMMAND_TIMEOUT_S} // 30,
+        FLEET_OFFLINE_AFTER_S   => $ENV{FLEET_OFFLINE_AFTER_S} // 180,
+    );
+    # sanitized runs check the bridge for leaks too (nginx's master does
+    # not free its cycle at exit, so it runs without leak detection)
+    $env{ASAN_OPTIONS} = $ENV{FLEET_LEAK_ASAN_OPTIONS} if $ENV{FLEET_LEAK_ASAN_OPTIONS};
+    my $pid = $self->_spawn('bridge', "$self->{dir}/bridge/bridge.log", \%env,
         $bin, '--mqtt-host', '127.0.0.1', '--mqtt-port', $self->{mqtt_port},
         '--pg-dsn', $self->pg_dsn, '--socket', $sock,
         '--device-secret', $self->{device_secret}, '--camera-api-key', $self->{camera_key});
@@ -785,6 +795,7 @@ sub stop {
     $self->_stop_child('mosquitto');
     $self->thaw_pg;
     $self->stop_pg('immediate');
+    $self->_collect_sanitizer_reports;
     if (my $w = delete $self->{watchdog}) {
         kill 'TERM', $w;
         _wait_until(3, sub { !_alive($w) }) or do { kill 'KILL', $w; waitpid $w, 0 };
@@ -795,6 +806,23 @@ sub stop {
         remove_tree($self->{dir});
     }
     delete $LIVE{"$self"};
+}
+
+# Reports written while processes exit (leaks, a worker's last words) come
+# after the test's own assertions: they are copied to FLEET_SANITIZER_DIR,
+# which scripts/test checks once every test has run.
+sub _collect_sanitizer_reports {
+    my $self = shift;
+    my $out = $ENV{FLEET_SANITIZER_DIR} or return;
+    my $pat = qr/AddressSanitizer|LeakSanitizer|runtime error:|signal 11|exited on signal/;
+    for my $f ("$self->{dir}/nginx/error.log", "$self->{dir}/nginx/stderr.log",
+               "$self->{dir}/bridge/bridge.log") {
+        next unless -f $f;
+        my $text = _slurp($f);
+        next unless $text =~ $pat;
+        (my $name = "$0-$f") =~ s{[^\w.-]+}{_}g;
+        _spit("$out/$name", "# $0: $f\n$text");
+    }
 }
 
 sub DESTROY {
