@@ -348,6 +348,9 @@ ngx_fleet_pg_connect(ngx_fleet_pg_conn_t *pc)
 
     pc->state = NGX_FLEET_PG_CONNECTING;
 
+    /* a connect in progress must not hold up a worker's exit; a query in
+     * flight must (the timer flag is cleared once connected) */
+    pc->c->read->cancelable = 1;
     ngx_add_timer(pc->c->read, ngx_fleet_pg.fmcf->pg_query_timeout);
 
     ngx_fleet_pg_poll_connect(pc);
@@ -548,7 +551,7 @@ ngx_fleet_pg_event_handler(ngx_event_t *ev)
     pc = c->data;
 
     if (c->close) {
-        /* graceful shutdown or reload: idle connections just go away */
+        /* graceful shutdown or reload: the idle listener just goes away */
         ngx_fleet_pg_close(pc);
         return;
     }
@@ -585,6 +588,7 @@ ngx_fleet_pg_poll_connect(ngx_fleet_pg_conn_t *pc)
             return;
         }
 
+        pc->c->read->cancelable = 1;
         ngx_add_timer(pc->c->read, ngx_fleet_pg.fmcf->pg_query_timeout);
     }
 
@@ -619,6 +623,8 @@ ngx_fleet_pg_connected(ngx_fleet_pg_conn_t *pc)
     if (pc->c->read->timer_set) {
         ngx_del_timer(pc->c->read);
     }
+
+    pc->c->read->cancelable = 0;
 
     if (ngx_fleet_pg_want_write(pc, 0) != NGX_OK) {
         ngx_fleet_pg_fail(pc, "cannot unregister write event");
@@ -710,15 +716,20 @@ ngx_fleet_pg_set_idle(ngx_fleet_pg_conn_t *pc)
 {
     pc->state = NGX_FLEET_PG_IDLE;
 
-    /* idle connections are closed by ngx_close_idle_connections() when
-     * the worker shuts down gracefully */
-    pc->c->idle = 1;
-
     if (pc->c->read->timer_set) {
         ngx_del_timer(pc->c->read);
     }
 
-    if (ngx_exiting) {
+    /*
+     * Only the listener counts as idle for ngx_close_idle_connections():
+     * a worker shutting down gracefully still finishes the requests it
+     * holds, and those may need the pool until the very end.  The pool
+     * is closed in exit_process; it never keeps the worker alive, as only
+     * timers do and an idle pool connection has none.
+     */
+    pc->c->idle = pc->listener;
+
+    if (pc->listener && ngx_exiting) {
         ngx_fleet_pg_close(pc);
     }
 }
