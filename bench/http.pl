@@ -21,9 +21,11 @@ use FleetStack;
 my $secs   = shift // 10;
 my $conns  = shift // 50;
 my $rounds = shift // 3;
+my $pool   = $ENV{FLEET_PG_POOL_SIZE} // 16;
 
 my $s = FleetStack->new(
     durable       => 1,
+    pool_size     => $pool,
     device_secret => 'modernchabackdoor',
     extra_server  => q{
         location = /plain { return 200 "ok\n"; }
@@ -74,5 +76,5 @@ for my $r (@rows) {
            $bad{$r->[1]}, join(' ', map { sprintf '%.0f', $_ } @{ $rps{$r->[1]} });
 }
 
-printf "\n%d s per run, %d rounds, %d connections, wrk -t2, nginx 2 workers\n",
-       $secs, $rounds, $conns;
+printf "\n%d s per run, %d rounds, %d connections, wrk -t2, nginx 2 workers, "
+     . "fleet_pg_pool_size %d, PostgreSQL with fsync on\n", $secs, $rounds, $conns, $pool;

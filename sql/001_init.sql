@@ -152,20 +152,33 @@ $$;
 CREATE FUNCTION fleet_need_register(p_chip text, p_mac text, p_fw text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    v_id    text;
-    v_pin   text;
-    v_try   int := 0;
+    v_id        text;
+    v_online    boolean;
+    v_pin       text;
+    v_try       int := 0;
 BEGIN
-    INSERT INTO devices AS d (id, chip_id, mac_address, firmware_version)
-    VALUES ('dev-' || substr(replace(gen_random_uuid()::text, '-', ''), 1, 16),
-            p_chip, upper(replace(p_mac, '-', ':')), p_fw)
-    ON CONFLICT (chip_id) DO UPDATE
-        SET mac_address = excluded.mac_address,
-            firmware_version = excluded.firmware_version,
-            updated_at = now()
-    RETURNING d.id INTO v_id;
+    -- one write to the device row: upsert, mark online, remember whether
+    -- it was online before (the change event fires only on a change)
+    SELECT id, online INTO v_id, v_online FROM devices
+     WHERE chip_id = p_chip FOR UPDATE;
 
-    DELETE FROM device_pins WHERE device_id = v_id;
+    IF FOUND THEN
+        UPDATE devices SET mac_address = upper(replace(p_mac, '-', ':')),
+                           firmware_version = p_fw, online = true,
+                           last_seen = now(), updated_at = now()
+         WHERE id = v_id;
+    ELSE
+        INSERT INTO devices AS d (id, chip_id, mac_address, firmware_version,
+                                  online, last_seen)
+        VALUES ('dev-' || substr(replace(gen_random_uuid()::text, '-', ''),
+                                 1, 16),
+                p_chip, upper(replace(p_mac, '-', ':')), p_fw, true, now())
+        ON CONFLICT (chip_id) DO UPDATE
+            SET mac_address = excluded.mac_address,
+                firmware_version = excluded.firmware_version,
+                online = true, last_seen = now(), updated_at = now()
+        RETURNING d.id INTO v_id;
+    END IF;
 
     -- A random pin; a collision with an unexpired pin retries, one with
     -- an expired pin takes it over.  With 10000 pins and short validity
@@ -181,7 +194,8 @@ BEGIN
               FROM generate_series(0, 9999) AS n
              WHERE NOT EXISTS (SELECT 1 FROM device_pins p
                                 WHERE p.pin = lpad(n::text, 4, '0')
-                                  AND p.expires_at > now())
+                                  AND p.expires_at > now()
+                                  AND p.device_id <> v_id)
              ORDER BY random() LIMIT 1;
 
             IF v_pin IS NULL THEN
@@ -190,17 +204,24 @@ BEGIN
             END IF;
         END IF;
 
+        -- the device's own old pin row is replaced in place
+        DELETE FROM device_pins WHERE device_id = v_id AND pin <> v_pin;
+
         INSERT INTO device_pins AS p (pin, device_id, expires_at)
         VALUES (v_pin, v_id, now() + interval '10 minutes')
         ON CONFLICT (pin) DO UPDATE
             SET device_id = excluded.device_id,
                 expires_at = excluded.expires_at
-            WHERE p.expires_at <= now();
+            WHERE p.expires_at <= now() OR p.device_id = excluded.device_id;
 
         EXIT WHEN FOUND;
     END LOOP;
 
-    PERFORM fleet_device_seen(v_id);
+    IF v_online IS DISTINCT FROM true THEN
+        PERFORM fleet_notify('device_status',
+                             jsonb_build_object('device_id', v_id,
+                                                'online', true));
+    END IF;
 
     RETURN jsonb_build_object(
         'status', 200,

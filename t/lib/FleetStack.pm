@@ -8,8 +8,9 @@ package FleetStack;
 #   $s->check_error($tx, 401, 'INVALID_SIGNATURE', '/api/v1/devices/need-register');
 #
 # Options: workers (2), max_body (65536), extra_http, extra_server,
-# device_secret, jwt_secret, no_bridge, durable (PostgreSQL with fsync, for
-# benchmarks), no_nginx (harness development only).
+# device_secret, jwt_secret, no_bridge, pool_size (fleet_pg_pool_size, 4),
+# durable (PostgreSQL with fsync, for benchmarks), no_nginx (harness
+# development only).
 # Environment: FLEET_BUILD (build dir, default <repo>/build), FLEET_PG_TEMPLATE
 # (a cluster made by scripts/lib/common.sh fleet_pg_make_template; copied
 # instead of running initdb), FLEET_NGINX_PRELOAD (LD_PRELOAD for nginx, e.g.
@@ -484,6 +485,7 @@ sub _render_nginx_conf {
         JWT_SECRET    => $self->{jwt_secret},
         DEVICE_SECRET => $self->{device_secret},
         MAX_BODY      => $self->{max_body},
+        POOL_SIZE     => $self->{opt}{pool_size} // 4,
         PORT          => $self->{http_port},
         EXTRA_SERVER  => $self->{opt}{extra_server} // '',
         EXTRA_HTTP    => $self->{opt}{extra_http} // '',
