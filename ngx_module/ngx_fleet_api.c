@@ -28,8 +28,42 @@ static void ngx_fleet_api_cleanup(void *data);
 
 static const ngx_fleet_route_t  ngx_fleet_routes[] = {
 
+    /* devices (x-signature) */
+
     { NGX_HTTP_POST, "/api/v1/devices/need-register",
       NGX_FLEET_AUTH_DEVICE, 1, ngx_fleet_api_need_register },
+
+    { NGX_HTTP_POST, "/api/v1/devices/sync-state",
+      NGX_FLEET_AUTH_DEVICE, 1, ngx_fleet_api_sync_state },
+
+    { NGX_HTTP_POST, "/api/v1/device/sync-configs/{}",
+      NGX_FLEET_AUTH_DEVICE, 1, ngx_fleet_api_sync_configs },
+
+    { NGX_HTTP_POST, "/api/v1/device-event-logs/uploads",
+      NGX_FLEET_AUTH_DEVICE, 1, ngx_fleet_api_upload_logs },
+
+    /* web (bearer token) */
+
+    { NGX_HTTP_POST, "/api/v1/devices/claim",
+      NGX_FLEET_AUTH_USER, 1, ngx_fleet_api_device_claim },
+
+    { NGX_HTTP_GET, "/api/v1/devices",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_devices_list },
+
+    { NGX_HTTP_GET, "/api/v1/devices/{}",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_device_get },
+
+    { NGX_HTTP_PATCH, "/api/v1/devices/{}",
+      NGX_FLEET_AUTH_USER, 1, ngx_fleet_api_device_patch },
+
+    { NGX_HTTP_DELETE, "/api/v1/devices/{}",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_device_delete },
+
+    { NGX_HTTP_POST, "/api/v1/devices/{}/sensors",
+      NGX_FLEET_AUTH_USER, 1, ngx_fleet_api_sensor_create },
+
+    { NGX_HTTP_GET, "/api/v1/sensors/{}/readings",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_sensor_readings },
 
     { NGX_HTTP_POST, "/api/v1/auth/login",
       NGX_FLEET_AUTH_NONE, 1, ngx_fleet_api_login },
@@ -617,4 +651,115 @@ ngx_fleet_api_string(ngx_fleet_api_t *api, const char *key)
     v = json_object_get(api->json, key);
 
     return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+
+/* the n-th {} of the route, as a C string */
+
+const char *
+ngx_fleet_api_capture(ngx_fleet_api_t *api, ngx_uint_t n)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(api->request->pool, api->captures[n].len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    (void) ngx_cpystrn(p, api->captures[n].data, api->captures[n].len + 1);
+
+    return (const char *) p;
+}
+
+
+/* compact JSON text of v, kept in the request pool until the query ran */
+
+const char *
+ngx_fleet_api_json_text(ngx_fleet_api_t *api, json_t *v)
+{
+    char    *text;
+    size_t   len;
+    u_char  *p;
+
+    text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL) {
+        return NULL;
+    }
+
+    len = ngx_strlen(text);
+
+    p = ngx_pnalloc(api->request->pool, len + 1);
+    if (p != NULL) {
+        ngx_memcpy(p, text, len + 1);
+    }
+
+    free(text);
+
+    return (const char *) p;
+}
+
+
+/* a query argument, URL-decoded, as a C string; NULL when absent */
+
+const char *
+ngx_fleet_api_arg(ngx_fleet_api_t *api, const char *name)
+{
+    u_char     *dst, *src;
+    ngx_str_t   v;
+
+    if (ngx_http_arg(api->request, (u_char *) name, ngx_strlen(name), &v)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    dst = ngx_pnalloc(api->request->pool, v.len + 1);
+    if (dst == NULL) {
+        return NULL;
+    }
+
+    src = v.data;
+    v.data = dst;
+    ngx_unescape_uri(&dst, &src, v.len, NGX_UNESCAPE_URI);
+    *dst = '\0';
+
+    return (const char *) v.data;
+}
+
+
+/*
+ * An integer query argument within [min, max], def when absent.  NGX_OK,
+ * or NGX_DECLINED with the 400 sent and its result in *rc.
+ */
+
+ngx_int_t
+ngx_fleet_api_arg_int(ngx_fleet_api_t *api, const char *name, ngx_int_t def,
+    ngx_int_t min, ngx_int_t max, ngx_int_t *value, ngx_int_t *rc)
+{
+    u_char       msg[128], *p;
+    ngx_int_t    n;
+    const char  *s;
+
+    s = ngx_fleet_api_arg(api, name);
+
+    if (s == NULL) {
+        *value = def;
+        return NGX_OK;
+    }
+
+    n = ngx_atoi((u_char *) s, ngx_strlen(s));
+
+    if (n != NGX_ERROR && n >= min && n <= max) {
+        *value = n;
+        return NGX_OK;
+    }
+
+    p = ngx_snprintf(msg, sizeof(msg) - 1, "%s must be an integer between "
+                     "%i and %i", name, min, max);
+    *p = '\0';
+
+    *rc = ngx_fleet_send_error(api->request, NGX_HTTP_BAD_REQUEST,
+                               "VALIDATION_ERROR", (const char *) msg);
+
+    return NGX_DECLINED;
 }

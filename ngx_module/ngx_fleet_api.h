@@ -64,11 +64,28 @@ ngx_int_t ngx_fleet_api_validate(ngx_fleet_api_t *api,
 ngx_int_t ngx_fleet_api_unavailable(ngx_fleet_api_t *api);
 void ngx_fleet_api_finish(ngx_fleet_api_t *api, ngx_int_t rc);
 const char *ngx_fleet_api_string(ngx_fleet_api_t *api, const char *key);
+const char *ngx_fleet_api_capture(ngx_fleet_api_t *api, ngx_uint_t n);
+const char *ngx_fleet_api_json_text(ngx_fleet_api_t *api, json_t *v);
+const char *ngx_fleet_api_arg(ngx_fleet_api_t *api, const char *name);
+ngx_int_t ngx_fleet_api_arg_int(ngx_fleet_api_t *api, const char *name,
+    ngx_int_t def, ngx_int_t min, ngx_int_t max, ngx_int_t *value,
+    ngx_int_t *rc);
+ngx_int_t ngx_fleet_api_is_token(const char *s);
 
 /* route handlers */
 ngx_int_t ngx_fleet_api_login(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_users_me(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_need_register(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_sync_state(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_sync_configs(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_upload_logs(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_device_claim(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_devices_list(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_device_get(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_device_patch(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_device_delete(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_sensor_create(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_sensor_readings(ngx_fleet_api_t *api);
 
 
 #endif /* _NGX_FLEET_API_H_INCLUDED_ */
