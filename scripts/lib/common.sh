@@ -245,3 +245,14 @@ fleet_render_conf() {
 
 # the directory holding ngx_fleet_module.so and fleet-bridge
 fleet_build_dir() { printf '%s\n' "${FLEET_BUILD:-$FLEET_ROOT/build}"; }
+
+# fleet_node_deps: the npm packages of scripts/node (real MQTT, WebSocket
+# and Socket.IO clients), installed once from package-lock.json
+fleet_node_deps() {
+    local dir=$FLEET_ROOT/scripts/node
+    if [[ ! -d $dir/node_modules || $dir/package-lock.json -nt $dir/node_modules ]]; then
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+            fleet_die "npm ci in scripts/node failed"
+        touch "$dir/node_modules"
+    fi
+}
