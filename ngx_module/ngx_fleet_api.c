@@ -24,6 +24,7 @@ static ngx_int_t ngx_fleet_api_authenticate(ngx_fleet_api_t *api,
 static ngx_int_t ngx_fleet_api_nginx_error(ngx_http_request_t *r,
     ngx_int_t status);
 static void ngx_fleet_api_cleanup(void *data);
+static void ngx_fleet_api_http_done(ngx_fleet_pg_query_t *q, PGresult *res);
 
 
 static const ngx_fleet_route_t  ngx_fleet_routes[] = {
@@ -65,6 +66,35 @@ static const ngx_fleet_route_t  ngx_fleet_routes[] = {
     { NGX_HTTP_GET, "/api/v1/sensors/{}/readings",
       NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_sensor_readings },
 
+    /* commands (SPEC 6) */
+
+    { NGX_HTTP_POST, "/api/v1/devices/apply-config",
+      NGX_FLEET_AUTH_USER, 1, ngx_fleet_api_apply_config },
+
+    { NGX_HTTP_POST, "/api/v1/devices/bulk-restart",
+      NGX_FLEET_AUTH_USER, 1, ngx_fleet_api_bulk_restart },
+
+    { NGX_HTTP_POST, "/api/v1/devices/{}/restart",
+      NGX_FLEET_AUTH_USER, NGX_FLEET_BODY_OPTIONAL, ngx_fleet_api_restart },
+
+    { NGX_HTTP_POST, "/api/v1/devices/{}/commands",
+      NGX_FLEET_AUTH_USER, 1, ngx_fleet_api_command },
+
+    { NGX_HTTP_GET, "/api/v1/commands/{}",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_command_get },
+
+    { NGX_HTTP_GET, "/api/v1/bulk/{}",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_bulk_get },
+
+    { NGX_HTTP_GET, "/api/v1/devices/events/{}",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_stream },
+
+    { NGX_HTTP_GET, "/api/v1/devices/command-events/{}",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_stream },
+
+    { NGX_HTTP_GET, "/api/v1/devices/bulk-events/{}",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_stream },
+
     { NGX_HTTP_POST, "/api/v1/auth/login",
       NGX_FLEET_AUTH_NONE, 1, ngx_fleet_api_login },
 
@@ -102,7 +132,10 @@ ngx_fleet_api_handler(ngx_http_request_t *r)
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_fleet_module);
 
-    if (route->json_body) {
+    if (route->json_body
+        && (r->headers_in.content_length_n > 0 || r->headers_in.chunked
+            || route->json_body != NGX_FLEET_BODY_OPTIONAL))
+    {
         if (ngx_fleet_api_check_media_type(r) != NGX_OK) {
             return ngx_fleet_send_error(r, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                         "UNSUPPORTED_MEDIA_TYPE",
@@ -154,7 +187,7 @@ static const ngx_fleet_route_t *
 ngx_fleet_api_match(ngx_http_request_t *r, ngx_str_t *captures,
     ngx_uint_t *path_found)
 {
-    ngx_uint_t                method;
+    ngx_uint_t                method, pass;
     const ngx_fleet_route_t  *route;
 
     *path_found = 0;
@@ -162,17 +195,27 @@ ngx_fleet_api_match(ngx_http_request_t *r, ngx_str_t *captures,
     /* HEAD is answered like GET, without the body */
     method = (r->method == NGX_HTTP_HEAD) ? NGX_HTTP_GET : r->method;
 
-    for (route = ngx_fleet_routes; route->pattern; route++) {
-        if (ngx_fleet_api_match_pattern(route->pattern, &r->uri, captures)
-            != NGX_OK)
-        {
-            continue;
+    /* literal paths first: GET on /devices/need-register is a 405, not a
+     * device named "need-register" */
+    for (pass = 0; pass < 2; pass++) {
+        for (route = ngx_fleet_routes; route->pattern; route++) {
+            if ((ngx_strstr(route->pattern, "{}") != NULL) != pass
+                || ngx_fleet_api_match_pattern(route->pattern, &r->uri,
+                                               captures)
+                   != NGX_OK)
+            {
+                continue;
+            }
+
+            *path_found = 1;
+
+            if (route->method == method) {
+                return route;
+            }
         }
 
-        *path_found = 1;
-
-        if (route->method == method) {
-            return route;
+        if (*path_found) {
+            return NULL;
         }
     }
 
@@ -320,6 +363,12 @@ ngx_fleet_api_run(ngx_fleet_api_t *api)
         return rc;
     }
 
+    if (api->route->json_body == NGX_FLEET_BODY_OPTIONAL
+        && api->body.len == 0)
+    {
+        return api->route->handler(api);
+    }
+
     if (api->route->json_body) {
         jrc = fleet_json_parse_object((const char *) api->body.data,
                                       api->body.len, &api->json,
@@ -439,20 +488,37 @@ ngx_fleet_api_cleanup(void *data)
 
 
 /*
- * Starts "SELECT fn($1, ...)" with C-string parameters (NULL is SQL NULL).
- * Returns NGX_DONE, or the response already sent when the database is
- * unavailable.
+ * Runs a route function "fn($1, ...)" with C-string parameters (NULL is
+ * SQL NULL).  Without a handler the answer goes through fleet_http() and
+ * is sent as it is; a handler gets "SELECT fn(...)" raw.  Returns NGX_DONE,
+ * or the response already sent when the database is unavailable.
  */
 
 ngx_int_t
 ngx_fleet_api_call(ngx_fleet_api_t *api, ngx_fleet_pg_handler_pt handler,
-    const char *sql, ngx_uint_t n, ...)
+    const char *call, ngx_uint_t n, ...)
 {
+    u_char                *sql;
+    size_t                 len;
     va_list                args;
     ngx_uint_t             i;
     ngx_fleet_pg_query_t  *q;
 
     q = &api->query;
+
+    len = ngx_strlen(call) + sizeof("SELECT * FROM fleet_http()");
+
+    sql = ngx_pnalloc(api->request->pool, len);
+    if (sql == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (handler) {
+        (void) ngx_snprintf(sql, len, "SELECT %s%Z", call);
+
+    } else {
+        (void) ngx_snprintf(sql, len, "SELECT * FROM fleet_http(%s)%Z", call);
+    }
 
     if (n > NGX_FLEET_PG_MAX_PARAMS) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -466,9 +532,9 @@ ngx_fleet_api_call(ngx_fleet_api_t *api, ngx_fleet_pg_handler_pt handler,
     }
     va_end(args);
 
-    q->sql = sql;
+    q->sql = (const char *) sql;
     q->nparams = (int) n;
-    q->handler = handler ? handler : ngx_fleet_api_sql_done;
+    q->handler = handler ? handler : ngx_fleet_api_http_done;
     q->data = api;
     q->log = api->request->connection->log;
 
@@ -605,16 +671,47 @@ ngx_fleet_api_send_sql_json(ngx_fleet_api_t *api, PGresult *res)
 }
 
 
-void
-ngx_fleet_api_sql_done(ngx_fleet_pg_query_t *q, PGresult *res)
+/* fleet_http() columns: status, error, message, body */
+
+static void
+ngx_fleet_api_http_done(ngx_fleet_pg_query_t *q, PGresult *res)
 {
-    ngx_int_t         rc;
+    ngx_int_t         rc, status;
     ngx_fleet_api_t  *api;
 
     api = q->data;
 
-    rc = res ? ngx_fleet_api_send_sql_json(api, res)
-             : ngx_fleet_api_unavailable(api);
+    if (res == NULL) {
+        ngx_fleet_api_finish(api, ngx_fleet_api_unavailable(api));
+        return;
+    }
+
+    if (PQntuples(res) != 1 || PQnfields(res) != 4 || PQgetisnull(res, 0, 0)) {
+        ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                      "fleet: route function returned no answer");
+        ngx_fleet_api_finish(api, ngx_fleet_send_error(api->request,
+                                  NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                  "INTERNAL_ERROR", "internal error"));
+        return;
+    }
+
+    status = ngx_atoi((u_char *) PQgetvalue(res, 0, 0),
+                      PQgetlength(res, 0, 0));
+    if (status < 200 || status > 599) {
+        status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!PQgetisnull(res, 0, 1)) {
+        rc = ngx_fleet_send_error(api->request, status, PQgetvalue(res, 0, 1),
+                                  PQgetisnull(res, 0, 2)
+                                  ? PQgetvalue(res, 0, 1)
+                                  : PQgetvalue(res, 0, 2));
+
+    } else {
+        rc = ngx_fleet_send_text(api->request, status,
+                                 (u_char *) PQgetvalue(res, 0, 3),
+                                 PQgetlength(res, 0, 3));
+    }
 
     ngx_fleet_api_finish(api, rc);
 }
@@ -681,7 +778,7 @@ ngx_fleet_api_json_text(ngx_fleet_api_t *api, json_t *v)
     size_t   len;
     u_char  *p;
 
-    text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
     if (text == NULL) {
         return NULL;
     }
@@ -762,4 +859,28 @@ ngx_fleet_api_arg_int(ngx_fleet_api_t *api, const char *name, ngx_int_t def,
                                "VALIDATION_ERROR", (const char *) msg);
 
     return NGX_DECLINED;
+}
+
+
+/* the raw request body as a C string: JSON passed to PostgreSQL as the
+ * client wrote it, numbers included */
+
+const char *
+ngx_fleet_api_body_text(ngx_fleet_api_t *api)
+{
+    u_char  *p;
+
+    if (api->body.len == 0) {
+        return "{}";
+    }
+
+    p = ngx_pnalloc(api->request->pool, api->body.len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, api->body.data, api->body.len);
+    p[api->body.len] = '\0';
+
+    return (const char *) p;
 }

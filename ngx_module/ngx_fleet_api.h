@@ -13,6 +13,9 @@
 
 #define NGX_FLEET_API_MAX_CAPTURES  2
 
+/* ngx_fleet_route_t.json_body: 0 none, 1 a JSON object, or optional */
+#define NGX_FLEET_BODY_OPTIONAL     2
+
 
 typedef struct ngx_fleet_api_s  ngx_fleet_api_t;
 
@@ -56,7 +59,6 @@ struct ngx_fleet_api_s {
 
 ngx_int_t ngx_fleet_api_call(ngx_fleet_api_t *api,
     ngx_fleet_pg_handler_pt handler, const char *sql, ngx_uint_t n, ...);
-void ngx_fleet_api_sql_done(ngx_fleet_pg_query_t *q, PGresult *res);
 ngx_int_t ngx_fleet_api_send_sql_json(ngx_fleet_api_t *api, PGresult *res);
 json_t *ngx_fleet_api_sql_value(ngx_fleet_api_t *api, PGresult *res);
 ngx_int_t ngx_fleet_api_validate(ngx_fleet_api_t *api,
@@ -66,6 +68,7 @@ void ngx_fleet_api_finish(ngx_fleet_api_t *api, ngx_int_t rc);
 const char *ngx_fleet_api_string(ngx_fleet_api_t *api, const char *key);
 const char *ngx_fleet_api_capture(ngx_fleet_api_t *api, ngx_uint_t n);
 const char *ngx_fleet_api_json_text(ngx_fleet_api_t *api, json_t *v);
+const char *ngx_fleet_api_body_text(ngx_fleet_api_t *api);
 const char *ngx_fleet_api_arg(ngx_fleet_api_t *api, const char *name);
 ngx_int_t ngx_fleet_api_arg_int(ngx_fleet_api_t *api, const char *name,
     ngx_int_t def, ngx_int_t min, ngx_int_t max, ngx_int_t *value,
@@ -86,6 +89,13 @@ ngx_int_t ngx_fleet_api_device_patch(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_device_delete(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_sensor_create(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_sensor_readings(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_apply_config(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_bulk_restart(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_restart(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_command(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_command_get(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_bulk_get(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_stream(ngx_fleet_api_t *api);
 
 
 #endif /* _NGX_FLEET_API_H_INCLUDED_ */

@@ -55,7 +55,7 @@ ngx_fleet_api_login(ngx_fleet_api_t *api)
     }
 
     return ngx_fleet_api_call(api, ngx_fleet_login_found,
-                              "SELECT fleet_login_lookup($1)", 1,
+                              "fleet_login_lookup($1)", 1,
                               ngx_fleet_api_string(api, "email"));
 }
 
@@ -313,7 +313,7 @@ ngx_fleet_login_free(ngx_fleet_login_t *lg)
 ngx_int_t
 ngx_fleet_api_users_me(ngx_fleet_api_t *api)
 {
-    return ngx_fleet_api_call(api, NULL, "SELECT fleet_user_me($1, $2)", 2,
+    return ngx_fleet_api_call(api, NULL, "fleet_user_me($1, $2)", 2,
                               api->claims.sub,
                               fleet_role_name(api->claims.role));
 }

@@ -49,7 +49,7 @@ ngx_fleet_api_need_register(ngx_fleet_api_t *api)
     }
 
     return ngx_fleet_api_call(api, NULL,
-                              "SELECT fleet_need_register($1, $2, $3)",
+                              "fleet_need_register($1, $2, $3)",
                               3, chip, mac, fw);
 }
 
@@ -163,12 +163,13 @@ ngx_fleet_api_sync_state(ngx_fleet_api_t *api)
                                     "payload.configs must be an object");
     }
 
+    /* the configs go to PostgreSQL as the device wrote them */
     return ngx_fleet_api_call(api, NULL,
-                              "SELECT fleet_sync_state($1, $2, $3, $4::jsonb)",
+                              "fleet_sync_state($1, $2, $3, "
+                              "$4::jsonb -> 'payload' -> 'configs')",
                               4, id, req,
                               ngx_fleet_api_string(api, "device_status"),
-                              configs ? ngx_fleet_api_json_text(api, configs)
-                                      : NULL);
+                              ngx_fleet_api_body_text(api));
 }
 
 
@@ -202,8 +203,8 @@ ngx_fleet_api_sync_configs(ngx_fleet_api_t *api)
     }
 
     return ngx_fleet_api_call(api, NULL,
-                              "SELECT fleet_sync_configs($1, $2::jsonb)", 2,
-                              id, ngx_fleet_api_json_text(api, api->json));
+                              "fleet_sync_configs($1, $2::jsonb)", 2,
+                              id, ngx_fleet_api_body_text(api));
 }
 
 
@@ -243,6 +244,6 @@ ngx_fleet_api_upload_logs(ngx_fleet_api_t *api)
     }
 
     return ngx_fleet_api_call(api, NULL,
-                              "SELECT fleet_upload_logs($1, $2::jsonb)", 2,
-                              id, ngx_fleet_api_json_text(api, items));
+                              "fleet_upload_logs($1, $2::jsonb -> 'items')",
+                              2, id, ngx_fleet_api_body_text(api));
 }

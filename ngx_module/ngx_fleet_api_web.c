@@ -45,7 +45,7 @@ ngx_fleet_api_device_claim(ngx_fleet_api_t *api)
     }
 
     return ngx_fleet_api_call(api, NULL,
-                              "SELECT fleet_device_claim($1, $2, $3, $4)", 4,
+                              "fleet_device_claim($1, $2, $3, $4)", 4,
                               ngx_fleet_actor(api), pin,
                               ngx_fleet_api_string(api, "name"));
 }
@@ -78,7 +78,7 @@ ngx_fleet_api_devices_list(ngx_fleet_api_t *api)
     *p = '\0';
 
     return ngx_fleet_api_call(api, NULL,
-                              "SELECT fleet_devices_list($1, $2, "
+                              "fleet_devices_list($1, $2, "
                               "$3::int, $4::int)", 4,
                               ngx_fleet_actor(api), limit, offset);
 }
@@ -95,7 +95,7 @@ ngx_fleet_api_device_get(ngx_fleet_api_t *api)
         return rc;
     }
 
-    return ngx_fleet_api_call(api, NULL, "SELECT fleet_device_get($1, $2, $3)",
+    return ngx_fleet_api_call(api, NULL, "fleet_device_get($1, $2, $3)",
                               3, ngx_fleet_actor(api), id);
 }
 
@@ -153,9 +153,9 @@ ngx_fleet_api_device_patch(ngx_fleet_api_t *api)
     }
 
     return ngx_fleet_api_call(api, NULL,
-                              "SELECT fleet_device_patch($1, $2, $3, $4::jsonb)",
+                              "fleet_device_patch($1, $2, $3, $4::jsonb)",
                               4, ngx_fleet_actor(api), id,
-                              ngx_fleet_api_json_text(api, api->json));
+                              ngx_fleet_api_body_text(api));
 }
 
 
@@ -171,7 +171,7 @@ ngx_fleet_api_device_delete(ngx_fleet_api_t *api)
     }
 
     return ngx_fleet_api_call(api, NULL,
-                              "SELECT fleet_device_delete($1, $2, $3)", 3,
+                              "fleet_device_delete($1, $2, $3)", 3,
                               ngx_fleet_actor(api), id);
 }
 
@@ -200,7 +200,7 @@ ngx_fleet_api_sensor_create(ngx_fleet_api_t *api)
     }
 
     return ngx_fleet_api_call(api, NULL,
-                              "SELECT fleet_sensor_create($1, $2, $3, $4, "
+                              "fleet_sensor_create($1, $2, $3, $4, "
                               "$5, $6)", 6,
                               ngx_fleet_actor(api), id,
                               ngx_fleet_api_string(api, "type"),
@@ -235,7 +235,7 @@ ngx_fleet_api_sensor_readings(ngx_fleet_api_t *api)
     *ngx_sprintf(p, "%i", lim) = '\0';
 
     return ngx_fleet_api_call(api, NULL,
-                              "SELECT fleet_sensor_readings($1, $2, $3, $4, "
+                              "fleet_sensor_readings($1, $2, $3, $4, "
                               "$5, $6::int)", 6,
                               ngx_fleet_actor(api), id,
                               ngx_fleet_api_arg(api, "from"),

@@ -70,6 +70,8 @@ static ngx_fleet_metric_desc_t  ngx_fleet_worker_desc[] = {
       "1 when the worker's LISTEN connection is up.", NULL },
     { "fleet_bridge_up", "gauge",
       "1 when the worker's link to the bridge answers pings.", NULL },
+    { "fleet_open_streams", "gauge",
+      "Event streams (SSE) the worker holds open.", NULL },
 };
 
 

@@ -97,6 +97,27 @@ static ngx_command_t  ngx_fleet_commands[] = {
       offsetof(ngx_fleet_main_conf_t, password_iterations),
       &ngx_fleet_iterations_bounds },
 
+    { ngx_string("fleet_command_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, command_timeout),
+      NULL },
+
+    { ngx_string("fleet_sse_heartbeat"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, sse_heartbeat),
+      NULL },
+
+    { ngx_string("fleet_sse_max_buffered"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, sse_max_buffered),
+      NULL },
+
 #if (NGX_THREADS)
     { ngx_string("fleet_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -215,6 +236,9 @@ ngx_fleet_create_main_conf(ngx_conf_t *cf)
     fmcf->pg_max_waiting = NGX_CONF_UNSET_UINT;
     fmcf->jwt_ttl = NGX_CONF_UNSET;
     fmcf->password_iterations = NGX_CONF_UNSET_UINT;
+    fmcf->command_timeout = NGX_CONF_UNSET;
+    fmcf->sse_heartbeat = NGX_CONF_UNSET_MSEC;
+    fmcf->sse_max_buffered = NGX_CONF_UNSET_SIZE;
 
     return fmcf;
 }
@@ -230,6 +254,9 @@ ngx_fleet_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(fmcf->pg_max_waiting, 1024);
     ngx_conf_init_value(fmcf->jwt_ttl, 3600);
     ngx_conf_init_uint_value(fmcf->password_iterations, 600000);
+    ngx_conf_init_value(fmcf->command_timeout, 30);
+    ngx_conf_init_msec_value(fmcf->sse_heartbeat, 15000);
+    ngx_conf_init_size_value(fmcf->sse_max_buffered, (size_t) 1024 * 1024);
 
     if (fmcf->api_used) {
         if (fmcf->pg_dsn.len == 0) {
@@ -477,11 +504,34 @@ ngx_fleet_exit_process(ngx_cycle_t *cycle)
 }
 
 
+/* the event bus: each envelope names its type; streams pick theirs */
+
 static void
 ngx_fleet_event_received(ngx_str_t *channel, ngx_str_t *payload, void *data)
 {
+    json_t      *j, *scope;
+    const char  *type;
+
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "fleet: event on \"%V\": %V", channel, payload);
+
+    j = json_loadb((const char *) payload->data, payload->len, 0, NULL);
+    if (j == NULL) {
+        return;
+    }
+
+    type = json_string_value(json_object_get(j, "type"));
+
+    if (type && ngx_strcmp(type, "command_event") == 0) {
+        scope = json_object_get(j, "scope");
+
+        if (json_is_string(scope)) {
+            ngx_fleet_sse_notify(json_string_value(scope),
+                                 json_string_length(scope));
+        }
+    }
+
+    json_decref(j);
 }
 
 
@@ -531,7 +581,7 @@ ngx_fleet_send_json(ngx_http_request_t *r, ngx_uint_t status, json_t *body)
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
-    text = json_dumps(body, JSON_COMPACT);
+    text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
     if (text == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -548,6 +598,46 @@ ngx_fleet_send_json(ngx_http_request_t *r, ngx_uint_t status, json_t *body)
     *b->last++ = '\n';
     ngx_free(text);
 
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    ngx_fleet_metrics_count_status(status);
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* a JSON body PostgreSQL already wrote */
+
+ngx_int_t
+ngx_fleet_send_text(ngx_http_request_t *r, ngx_uint_t status, u_char *text,
+    size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, text, len);
+    *b->last++ = '\n';
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 

@@ -57,6 +57,9 @@ typedef struct {
     ngx_str_t                   jwt_secret;
     time_t                      jwt_ttl;
     ngx_uint_t                  password_iterations;
+    time_t                      command_timeout;
+    ngx_msec_t                  sse_heartbeat;
+    size_t                      sse_max_buffered;
     ngx_shm_zone_t             *metrics_zone;
     ngx_uint_t                  api_used;
 #if (NGX_THREADS)
@@ -104,6 +107,7 @@ typedef enum {
     NGX_FLEET_W_PG_WAITING,
     NGX_FLEET_W_LISTEN_UP,
     NGX_FLEET_W_BRIDGE_UP,
+    NGX_FLEET_W_OPEN_STREAMS,
     NGX_FLEET_W_PID,
     NGX_FLEET_W_LAST
 } ngx_fleet_worker_metric_e;
@@ -117,6 +121,8 @@ ngx_int_t ngx_fleet_send_json(ngx_http_request_t *r, ngx_uint_t status,
     json_t *body);
 ngx_int_t ngx_fleet_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
+ngx_int_t ngx_fleet_send_text(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *text, size_t len);
 ngx_int_t ngx_fleet_request_body(ngx_http_request_t *r, ngx_str_t *body);
 ngx_table_elt_t *ngx_fleet_find_header(ngx_http_request_t *r,
     const char *name, size_t len);
@@ -162,6 +168,9 @@ size_t ngx_fleet_auth_issue(ngx_http_request_t *r, const char *sub,
 
 /* ngx_fleet_api.c */
 ngx_int_t ngx_fleet_api_handler(ngx_http_request_t *r);
+
+/* ngx_fleet_sse.c */
+void ngx_fleet_sse_notify(const char *scope, size_t len);
 
 /* ngx_fleet_ops.c */
 ngx_int_t ngx_fleet_healthz_handler(ngx_http_request_t *r);

@@ -926,3 +926,22 @@ BEGIN
         'message', 'Readings retrieved successfully');
 END
 $$;
+
+
+-- The HTTP answer of a route function, split for the module: a success
+-- body is sent verbatim (numbers stay exactly as PostgreSQL has them; no
+-- re-serialization in the worker), a refusal becomes the SPEC 3 envelope.
+CREATE FUNCTION fleet_http(r jsonb,
+                           OUT status int, OUT error text, OUT message text,
+                           OUT body text)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (r ->> 'status')::int, r ->> 'error', r ->> 'message',
+           CASE WHEN r ? 'error' THEN NULL
+                WHEN r ? 'body' THEN (r -> 'body')::text
+                ELSE (jsonb_build_object('success', true)
+                      || CASE WHEN r ? 'data'
+                              THEN jsonb_build_object('data', r -> 'data')
+                              ELSE '{}' END
+                      || jsonb_build_object('message', r -> 'message'))::text
+           END
+$$;
