@@ -486,6 +486,7 @@ sub _render_nginx_conf {
         DEVICE_SECRET => $self->{device_secret},
         MAX_BODY      => $self->{max_body},
         POOL_SIZE     => $self->{opt}{pool_size} // 4,
+        COMMAND_TIMEOUT => $ENV{FLEET_COMMAND_TIMEOUT_S} // 30,
         PORT          => $self->{http_port},
         EXTRA_SERVER  => $self->{opt}{extra_server} // '',
         EXTRA_HTTP    => $self->{opt}{extra_http} // '',
