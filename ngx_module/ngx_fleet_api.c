@@ -711,6 +711,10 @@ ngx_fleet_api_http_done(ngx_fleet_pg_query_t *q, PGresult *res)
         rc = ngx_fleet_send_text(api->request, status,
                                  (u_char *) PQgetvalue(res, 0, 3),
                                  PQgetlength(res, 0, 3));
+
+        if (api->succeeded) {
+            api->succeeded(api);
+        }
     }
 
     ngx_fleet_api_finish(api, rc);

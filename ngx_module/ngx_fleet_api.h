@@ -54,6 +54,8 @@ struct ngx_fleet_api_s {
     ngx_fleet_pg_query_t        query;
     void                       *data;
     void                      (*cleanup)(ngx_fleet_api_t *api);
+    /* after a route function's success was sent */
+    void                      (*succeeded)(ngx_fleet_api_t *api);
 };
 
 

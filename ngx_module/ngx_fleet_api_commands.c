@@ -23,6 +23,7 @@ static ngx_int_t ngx_fleet_check_firmware(ngx_fleet_api_t *api,
     json_t *payload, ngx_int_t *timeout, ngx_int_t *rc);
 static const char *ngx_fleet_command_target(ngx_fleet_api_t *api,
     ngx_int_t *rc);
+static void ngx_fleet_commands_created(ngx_fleet_api_t *api);
 
 
 /*
@@ -276,6 +277,8 @@ ngx_fleet_commands_create(ngx_fleet_api_t *api, json_t *ids,
 
     *ngx_sprintf(p, "%i", timeout) = '\0';
 
+    api->succeeded = ngx_fleet_commands_created;
+
     (void) ngx_snprintf(call, len, "fleet_commands_create($1, $2, $3::jsonb, "
                         "$4, %s, $6::boolean, $7::int, $8::boolean)%Z",
                         payload_sql);
@@ -412,4 +415,14 @@ ngx_fleet_command_target(ngx_fleet_api_t *api, ngx_int_t *rc)
     }
 
     return id;
+}
+
+
+/* the fast path: the bridge publishes at once instead of at its next
+ * sweep (a lost nudge only costs that sweep's delay) */
+
+static void
+ngx_fleet_commands_created(ngx_fleet_api_t *api)
+{
+    (void) ngx_fleet_bridge_nudge("{\"op\":\"commands_pending\"}\n");
 }

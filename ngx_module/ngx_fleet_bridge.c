@@ -134,6 +134,22 @@ ngx_fleet_bridge_status(ngx_uint_t *mqtt, ngx_uint_t *pg)
 }
 
 
+/* a one-line request whose answer nobody waits for; NGX_DECLINED when
+ * the link is down (the bridge's own sweep catches up) */
+
+ngx_int_t
+ngx_fleet_bridge_nudge(const char *line)
+{
+    if (ngx_fleet_bridge == NULL || ngx_fleet_bridge->c == NULL
+        || ngx_fleet_bridge->last_pong == 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    return ngx_fleet_bridge_send((u_char *) line, ngx_strlen(line));
+}
+
+
 static void
 ngx_fleet_bridge_connect(void)
 {

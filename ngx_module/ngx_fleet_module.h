@@ -142,6 +142,7 @@ ngx_uint_t ngx_fleet_pg_available(void);
 ngx_int_t ngx_fleet_bridge_init_process(ngx_cycle_t *cycle);
 void ngx_fleet_bridge_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_fleet_bridge_status(ngx_uint_t *mqtt, ngx_uint_t *pg);
+ngx_int_t ngx_fleet_bridge_nudge(const char *line);
 
 /* ngx_fleet_metrics.c */
 ngx_int_t ngx_fleet_metrics_add_zone(ngx_conf_t *cf,
