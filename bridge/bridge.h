@@ -33,6 +33,13 @@
 #define BRIDGE_SOCK_MAX_OUT       ((size_t) 4 * 1024 * 1024)
 #define BRIDGE_SOCK_PENDING_BUCKETS  1024
 
+/* MQTT ingest: message size limits and the default FIFO bounds */
+#define BRIDGE_MAX_IMAGE_BYTES    ((size_t) 2 * 1024 * 1024)
+#define BRIDGE_MAX_MESSAGE_BYTES  ((size_t) 64 * 1024)
+#define BRIDGE_QUEUE_MAX_MESSAGES 10000
+#define BRIDGE_QUEUE_MAX_BYTES    ((size_t) 64 * 1024 * 1024)
+#define BRIDGE_DRAIN_TIMEOUT_MS   5000   /* SIGTERM: flush the FIFO this long */
+
 
 /* ---- logging, time, helpers (fleet_bridge.c) ---- */
 
@@ -73,10 +80,16 @@ struct bridge_options {
     const char  *pg_dsn;
     const char  *socket_path;
     const char  *device_secret;         /* never logged */
-    const char  *camera_api_key;        /* never logged */
+    char       **camera_keys;           /* never logged; NULL-terminated */
+    size_t       ncamera_keys;
+    const char  *camera_topic;          /* MQTT filter, e.g. server/+/image */
     const char  *share_group;
     const char  *client_id;             /* also the bridge id in PostgreSQL */
     int          heartbeat_interval_s;
+    int          offline_after_s;
+    int          offline_check_interval_s;
+    size_t       queue_max_messages;
+    size_t       queue_max_bytes;
 };
 
 
@@ -96,8 +109,10 @@ struct bridge_mqtt {
     int                stopping;
     int64_t            retry_at;
     int64_t            next_misc_at;    /* keepalive bookkeeping */
+    int64_t            connected_at;    /* CONNACK time, 0 when not */
     struct backoff     backoff;
     int                pfd;             /* index in the poll set or -1 */
+    int                camera_extra;    /* camera filter needs its own sub */
 };
 
 
@@ -152,15 +167,60 @@ struct bridge_sock {
 };
 
 
+/* ---- MQTT ingest (bridge_ingest.c) ---- */
+
+struct ingest_msg;
+
+/* "at most one warning a minute per topic": topic hash -> last logged */
+#define INGEST_WARN_SLOTS  256
+
+struct ingest_warn_slot {
+    uint64_t  topic_hash;
+    int64_t   logged_at;                /* 0: free */
+};
+
+struct bridge_ingest {
+    struct ingest_msg  *head;           /* FIFO, oldest first */
+    struct ingest_msg  *tail;
+    size_t              count;
+    size_t              bytes;
+    unsigned            inflight;       /* handed to bridge_pg_query */
+    int                 paused;         /* full: MQTT reads stopped */
+    int                 pause_logged;   /* this pause was logged at warn */
+    int64_t             pause_logged_at;
+    int64_t             retry_at;       /* after a transient error */
+    int64_t             next_offline_at;
+    int                 offline_busy;
+    int                 offline_failing;
+    unsigned char      *scratch;        /* for fleet_mqtt_sig_verify */
+
+    struct ingest_warn_slot  warn[INGEST_WARN_SLOTS];
+    int64_t             warn_window_at; /* global cap on warning lines */
+    unsigned            warn_window_n;
+    uint64_t            warn_suppressed;
+};
+
+struct bridge_counters {
+    uint64_t  stored;
+    uint64_t  dropped_bad_signature;
+    uint64_t  dropped_invalid;
+    uint64_t  dropped_rejected;
+    uint64_t  unhandled;
+};
+
+
 /* ---- the daemon ---- */
 
 struct bridge {
     struct bridge_options  opt;
     uint64_t               mqtt_in;     /* messages received from the broker */
     uint64_t               mqtt_out;    /* publishes the broker accepted */
+    struct bridge_counters cnt;
+    int                    draining;    /* SIGTERM: reads stopped, flushing */
     struct bridge_mqtt     mqtt;
     struct bridge_pg       pg;
     struct bridge_sock     sock;
+    struct bridge_ingest   ing;
 };
 
 
@@ -183,6 +243,20 @@ int bridge_pg_connected(const struct bridge *b);
 /* queues a parameterised query (text params); -1 when not connected */
 int bridge_pg_query(struct bridge *b, const char *sql, int nparams,
     const char *const *params, bridge_pg_cb cb, void *arg);
+
+int bridge_ingest_init(struct bridge *b);
+/* one message as libmosquitto delivered it: verify, then queue or drop */
+void bridge_ingest_receive(struct bridge *b, const char *topic,
+    const void *payload, size_t len, int retained);
+/* hand queued messages to PostgreSQL; run the offline timer */
+void bridge_ingest_tick(struct bridge *b, int64_t now);
+void bridge_ingest_prepare(struct bridge *b, struct pollset *ps, int64_t now);
+/* 1 while the FIFO is full: MQTT must not read */
+int bridge_ingest_paused(const struct bridge *b);
+size_t bridge_ingest_queue_len(const struct bridge *b);
+void bridge_ingest_shutdown(struct bridge *b);
+/* 1 when the topic matches the camera filter */
+int bridge_camera_topic_match(const struct bridge *b, const char *topic);
 
 int bridge_sock_open(struct bridge *b);
 void bridge_sock_prepare(struct bridge *b, struct pollset *ps, int64_t now);

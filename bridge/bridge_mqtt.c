@@ -10,11 +10,18 @@
  *
  * Callbacks only record what happened (state, the "lost" flag); tearing the
  * instance down happens in the loop, outside libmosquitto's own call stack.
+ *
+ * The session is persistent (clean session off, a stable client id): while
+ * the bridge is away the broker keeps its subscription and queues the QoS 1
+ * messages for it.  Received messages go to bridge_ingest.c, which queues
+ * them for PostgreSQL; while that queue is full (or the bridge is flushing
+ * it before exit) the socket is not read, so the broker holds the rest.
  */
 
 
 #include <errno.h>
 #include <netdb.h>
+#include <sys/ioctl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +33,9 @@
 
 
 #define MQTT_MISC_INTERVAL_MS  1000
+#define MQTT_READS_PER_WAKEUP  64       /* packets read per poll round */
+#define MQTT_STABLE_MS         10000    /* a connection this old resets */
+                                        /* the reconnect backoff */
 
 
 static const char *
@@ -83,28 +93,71 @@ mqtt_mark_lost(struct bridge *b, const char *fmt, ...)
 static void
 subscribe_server_topics(struct bridge *b)
 {
-    int   rc, n;
-    char  filter[256];
+    int     rc, n, count = 1;
+    char    server[256], *camera = NULL;
+    char   *filters[2];
+    size_t  len;
 
     /* one shared subscription: every message reaches one bridge of the group */
-    n = snprintf(filter, sizeof(filter), "$share/%s/server/+/+",
+    n = snprintf(server, sizeof(server), "$share/%s/server/+/+",
                  b->opt.share_group);
 
     /* the group length is checked at start; a cut filter would subscribe
      * to the wrong topics */
-    if (n < 0 || (size_t) n >= sizeof(filter)) {
+    if (n < 0 || (size_t) n >= sizeof(server)) {
         mqtt_mark_lost(b, "share group name too long for a topic filter");
         return;
     }
 
-    rc = mosquitto_subscribe(b->mqtt.mosq, NULL, filter, 1);
+    filters[0] = server;
+
+    /* a camera topic outside server/+/+ needs a subscription of its own
+     * (one inside it must not get one: it would arrive twice) */
+    if (b->mqtt.camera_extra) {
+        len = strlen(b->opt.share_group) + strlen(b->opt.camera_topic) + 9;
+        camera = malloc(len);
+        if (camera == NULL
+            || snprintf(camera, len, "$share/%s/%s", b->opt.share_group,
+                        b->opt.camera_topic) < 0)
+        {
+            free(camera);
+            mqtt_mark_lost(b, "out of memory");
+            return;
+        }
+        filters[count++] = camera;
+    }
+
+    rc = mosquitto_subscribe_multiple(b->mqtt.mosq, NULL, count, filters, 1,
+                                      0, NULL);
 
     if (rc != MOSQ_ERR_SUCCESS) {
+        free(camera);
         mqtt_mark_lost(b, "subscribe failed: %s", mqtt_strerror(rc));
         return;
     }
 
-    blog(BLOG_DEBUG, "mqtt subscribing to %s", filter);
+    blog(BLOG_DEBUG, "mqtt subscribing to %s%s%s", server,
+         camera ? " and " : "", camera ? camera : "");
+    free(camera);
+}
+
+
+/* is the camera filter inside server/+/+ (three levels, "server" first)? */
+static int
+camera_topic_covered(const char *filter)
+{
+    const char  *p;
+    int          levels = 1;
+
+    if (strncmp(filter, "server/", 7) != 0 || strchr(filter, '#') != NULL) {
+        return 0;
+    }
+
+    for (p = filter; *p != '\0'; p++) {
+        levels += (*p == '/');
+    }
+
+    return levels == 3;
 }
 
 
@@ -122,10 +175,13 @@ on_connect(struct mosquitto *mosq, void *ud, int rc)
         return;
     }
 
+    /* the backoff is reset only once the connection proved stable: a
+     * broker that drops us at once (another client took our client id)
+     * must not make us reconnect every second */
     b->mqtt.state = MQTT_CONNECTED;
-    backoff_reset(&b->mqtt.backoff);
-    blog(BLOG_INFO, "mqtt connected to %s:%d as %s", b->opt.mqtt_host,
-         b->opt.mqtt_port, b->opt.client_id);
+    b->mqtt.connected_at = bridge_now_ms();
+    blog(BLOG_INFO, "mqtt connected to %s:%d as %s (persistent session)",
+         b->opt.mqtt_host, b->opt.mqtt_port, b->opt.client_id);
 
     subscribe_server_topics(b);
 }
@@ -170,7 +226,8 @@ on_subscribe(struct mosquitto *mosq, void *ud, int mid, int qos_count,
 }
 
 
-/* later: verify the signature and dispatch per topic; for now count */
+/* libmosquitto has already sent the PUBACK: from here the bridge alone
+ * holds the message (bridge_ingest.c keeps it until PostgreSQL has it) */
 static void
 on_message(struct mosquitto *mosq, void *ud,
     const struct mosquitto_message *msg)
@@ -180,9 +237,13 @@ on_message(struct mosquitto *mosq, void *ud,
     (void) mosq;
 
     b->mqtt_in++;
-    blog(BLOG_DEBUG, "mqtt in #%llu %s (%d bytes, qos %d)",
+    blog(BLOG_DEBUG, "mqtt in #%llu %s (%d bytes, qos %d%s)",
          (unsigned long long) b->mqtt_in, msg->topic, msg->payloadlen,
-         msg->qos);
+         msg->qos, msg->retain ? ", retained" : "");
+
+    bridge_ingest_receive(b, msg->topic, msg->payload,
+                          msg->payloadlen > 0 ? (size_t) msg->payloadlen : 0,
+                          msg->retain);
 }
 
 
@@ -230,12 +291,27 @@ mqtt_destroy_instance(struct bridge *b)
 static void
 mqtt_teardown(struct bridge *b, int64_t now)
 {
-    int64_t  delay = backoff_next_delay(&b->mqtt.backoff);
+    int      brief;
+    int64_t  delay;
 
-    blog(BLOG_WARN, "mqtt %s:%d %s; reconnecting in %lld ms",
+    brief = b->mqtt.connected_at != 0
+            && now - b->mqtt.connected_at < MQTT_STABLE_MS;
+
+    if (b->mqtt.connected_at != 0 && !brief) {
+        backoff_reset(&b->mqtt.backoff);
+    }
+
+    b->mqtt.connected_at = 0;
+    delay = backoff_next_delay(&b->mqtt.backoff);
+
+    blog(BLOG_WARN, "mqtt %s:%d %s%s%s%s; reconnecting in %lld ms",
          b->opt.mqtt_host, b->opt.mqtt_port,
          b->mqtt.lost && b->mqtt.lost_why[0] != '\0' ? b->mqtt.lost_why
                                                        : "connection lost",
+         brief ? " soon after connecting (is another client using client "
+                 "id " : "",
+         brief ? b->opt.client_id : "",
+         brief ? "?)" : "",
          (long long) delay);
 
     mqtt_destroy_instance(b);
@@ -249,7 +325,9 @@ mqtt_new_instance(struct bridge *b)
 {
     struct mosquitto  *mosq;
 
-    mosq = mosquitto_new(b->opt.client_id, true, b);
+    /* clean session off: the broker queues QoS 1 messages while we are
+     * away (the client id must be stable and unique per bridge) */
+    mosq = mosquitto_new(b->opt.client_id, false, b);
     if (mosq == NULL) {
         blog(BLOG_ERROR, "mosquitto_new: %s", strerror(errno));
         return NULL;
@@ -305,6 +383,15 @@ bridge_mqtt_init(struct bridge *b)
     b->mqtt.state = MQTT_IDLE;
     b->mqtt.retry_at = 0;       /* connect on the first tick */
     b->mqtt.pfd = -1;
+    b->mqtt.camera_extra = !camera_topic_covered(b->opt.camera_topic);
+}
+
+
+/* reading is stopped while the ingest queue is full or being flushed */
+static int
+mqtt_reading(const struct bridge *b)
+{
+    return !b->draining && !bridge_ingest_paused(b);
 }
 
 
@@ -316,7 +403,7 @@ bridge_mqtt_tick(struct bridge *b, int64_t now)
     int  rc;
 
     if (b->mqtt.mosq == NULL) {
-        if (now >= b->mqtt.retry_at) {
+        if (now >= b->mqtt.retry_at && !b->draining) {
             mqtt_start_connect(b, now);
         }
         return;
@@ -344,12 +431,14 @@ void
 bridge_mqtt_prepare(struct bridge *b, struct pollset *ps, int64_t now)
 {
     int    fd;
-    short  events = POLLIN;
+    short  events = mqtt_reading(b) ? POLLIN : 0;
 
     b->mqtt.pfd = -1;
 
     if (b->mqtt.mosq == NULL) {
-        pollset_wake_at(ps, now, b->mqtt.retry_at);
+        if (!b->draining) {
+            pollset_wake_at(ps, now, b->mqtt.retry_at);
+        }
         return;
     }
 
@@ -358,10 +447,38 @@ bridge_mqtt_prepare(struct bridge *b, struct pollset *ps, int64_t now)
         if (mosquitto_want_write(b->mqtt.mosq)) {
             events |= POLLOUT;
         }
+        /* even with no events: poll still reports POLLHUP/POLLERR */
         b->mqtt.pfd = pollset_add(ps, fd, events);
     }
 
     pollset_wake_at(ps, now, b->mqtt.next_misc_at);
+}
+
+
+/* read what the socket holds, a bounded number of packets, and stop as
+ * soon as the ingest queue fills up */
+static void
+mqtt_read(struct bridge *b)
+{
+    int  i, rc, fd, avail;
+
+    for (i = 0; i < MQTT_READS_PER_WAKEUP; i++) {
+        rc = mosquitto_loop_read(b->mqtt.mosq, 1);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            mqtt_mark_lost(b, "read: %s", mqtt_strerror(rc));
+            return;
+        }
+
+        /* libmosquitto reads straight from the socket, no buffer of its
+         * own (no TLS): the kernel says whether another packet may be
+         * there */
+        fd = mosquitto_socket(b->mqtt.mosq);
+        if (b->mqtt.lost || !mqtt_reading(b) || fd < 0
+            || ioctl(fd, FIONREAD, &avail) != 0 || avail <= 0)
+        {
+            return;
+        }
+    }
 }
 
 
@@ -377,12 +494,16 @@ bridge_mqtt_dispatch(struct bridge *b, struct pollset *ps, int64_t now)
 
     revents = ps->fds[b->mqtt.pfd].revents;
 
-    if (revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
-        did_read = 1;
-        rc = mosquitto_loop_read(b->mqtt.mosq, 1);
-        if (rc != MOSQ_ERR_SUCCESS) {
-            mqtt_mark_lost(b, "read: %s", mqtt_strerror(rc));
+    if (!mqtt_reading(b)) {
+        /* not reading: the broker holds further messages; a connection
+         * that breaks meanwhile is rebuilt (nothing unread was PUBACKed) */
+        if (revents & (POLLHUP | POLLERR | POLLNVAL)) {
+            mqtt_mark_lost(b, "connection closed");
         }
+
+    } else if (revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
+        did_read = 1;
+        mqtt_read(b);
     }
 
     /* writable, or callbacks run by the read queued packets (SUBSCRIBE) */

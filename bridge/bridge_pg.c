@@ -7,8 +7,9 @@
  * queued query is answered with a NULL result and the connection is rebuilt
  * with exponential backoff.
  *
- * The only query for now is the heartbeat:
+ * Queries: the heartbeat here,
  *   SELECT fleet_bridge_heartbeat(<bridge id>, '{"mqtt":..,"mqtt_in":..,..}')
+ * and the ingest calls and the offline check of bridge_ingest.c.
  */
 
 
@@ -432,16 +433,25 @@ static void
 send_heartbeat(struct bridge *b)
 {
     int          n;
-    char         status[128];
+    char         status[512];
     const char  *params[2];
 
     n = snprintf(status, sizeof(status),
-                 "{\"mqtt\":%s,\"mqtt_in\":%llu,\"mqtt_out\":%llu}",
+                 "{\"mqtt\":%s,\"mqtt_in\":%llu,\"mqtt_out\":%llu,"
+                 "\"stored\":%llu,\"dropped_bad_signature\":%llu,"
+                 "\"dropped_invalid\":%llu,\"dropped_rejected\":%llu,"
+                 "\"unhandled\":%llu,\"queue_len\":%zu}",
                  bridge_mqtt_connected(b) ? "true" : "false",
                  (unsigned long long) b->mqtt_in,
-                 (unsigned long long) b->mqtt_out);
+                 (unsigned long long) b->mqtt_out,
+                 (unsigned long long) b->cnt.stored,
+                 (unsigned long long) b->cnt.dropped_bad_signature,
+                 (unsigned long long) b->cnt.dropped_invalid,
+                 (unsigned long long) b->cnt.dropped_rejected,
+                 (unsigned long long) b->cnt.unhandled,
+                 bridge_ingest_queue_len(b));
 
-    /* cannot happen with two 20-digit counters, but never send cut JSON */
+    /* cannot happen with these 20-digit counters, but never send cut JSON */
     if (n < 0 || (size_t) n >= sizeof(status)) {
         blog(BLOG_ERROR, "heartbeat: cannot format the status");
         return;
@@ -450,10 +460,13 @@ send_heartbeat(struct bridge *b)
     params[0] = b->opt.client_id;
     params[1] = status;
 
+    /* set first: a failed send answers (NULL) inside the call */
+    b->pg.heartbeat_busy = 1;
+
     if (bridge_pg_query(b, heartbeat_sql, 2, params, heartbeat_done, NULL)
-        == 0)
+        != 0)
     {
-        b->pg.heartbeat_busy = 1;
+        b->pg.heartbeat_busy = 0;
     }
 }
 

@@ -8,7 +8,9 @@
  *
  *   {"op":"ping","id":N}
  *     -> {"op":"pong","id":N,"mqtt":true|false,"pg":true|false,
- *         "bridge_id":"...","mqtt_in":N,"mqtt_out":N}
+ *         "bridge_id":"...","mqtt_in":N,"mqtt_out":N,"stored":N,
+ *         "dropped_bad_signature":N,"dropped_invalid":N,
+ *         "dropped_rejected":N,"unhandled":N,"queue_len":N}
  *
  *   {"op":"publish","id":N,"topic":"device/x/command","qos":0|1,
  *    "retain":false,"payload":"<string>"}
@@ -385,13 +387,24 @@ pending_forget_client(struct bridge_sock *s, struct sock_client *c)
 static void
 handle_ping(struct bridge *b, struct sock_client *c, json_t *id)
 {
-    client_send(c, json_pack("{s:s, s:O*, s:b, s:b, s:s, s:I, s:I}",
+    client_send(c, json_pack("{s:s, s:O*, s:b, s:b, s:s, s:I, s:I, s:I, s:I,"
+                             " s:I, s:I, s:I, s:I}",
                              "op", "pong", "id", id,
                              "mqtt", bridge_mqtt_connected(b),
                              "pg", bridge_pg_connected(b),
                              "bridge_id", b->opt.client_id,
                              "mqtt_in", (json_int_t) b->mqtt_in,
-                             "mqtt_out", (json_int_t) b->mqtt_out));
+                             "mqtt_out", (json_int_t) b->mqtt_out,
+                             "stored", (json_int_t) b->cnt.stored,
+                             "dropped_bad_signature",
+                             (json_int_t) b->cnt.dropped_bad_signature,
+                             "dropped_invalid",
+                             (json_int_t) b->cnt.dropped_invalid,
+                             "dropped_rejected",
+                             (json_int_t) b->cnt.dropped_rejected,
+                             "unhandled", (json_int_t) b->cnt.unhandled,
+                             "queue_len",
+                             (json_int_t) bridge_ingest_queue_len(b)));
 }
 
 

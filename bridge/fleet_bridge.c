@@ -31,6 +31,7 @@
 int  bridge_verbose;
 
 static volatile sig_atomic_t  stop_signal;
+static volatile sig_atomic_t  stop_count;
 
 
 /* ---- logging ---- */
@@ -200,7 +201,12 @@ enum {
     OPT_CAMERA_API_KEY,
     OPT_SHARE_GROUP,
     OPT_CLIENT_ID,
-    OPT_HEARTBEAT
+    OPT_HEARTBEAT,
+    OPT_CAMERA_TOPIC,
+    OPT_OFFLINE_AFTER,
+    OPT_OFFLINE_CHECK,
+    OPT_QUEUE_MESSAGES,
+    OPT_QUEUE_BYTES
 };
 
 static const struct option  long_options[] = {
@@ -213,6 +219,11 @@ static const struct option  long_options[] = {
     { "share-group",        required_argument, NULL, OPT_SHARE_GROUP },
     { "client-id",          required_argument, NULL, OPT_CLIENT_ID },
     { "heartbeat-interval", required_argument, NULL, OPT_HEARTBEAT },
+    { "camera-topic",       required_argument, NULL, OPT_CAMERA_TOPIC },
+    { "offline-after",      required_argument, NULL, OPT_OFFLINE_AFTER },
+    { "offline-check-interval", required_argument, NULL, OPT_OFFLINE_CHECK },
+    { "queue-max-messages", required_argument, NULL, OPT_QUEUE_MESSAGES },
+    { "queue-max-bytes",    required_argument, NULL, OPT_QUEUE_BYTES },
     { "verbose",            no_argument,       NULL, 'v' },
     { "help",               no_argument,       NULL, 'h' },
     { NULL, 0, NULL, 0 }
@@ -235,12 +246,19 @@ print_usage(FILE *out)
 "  --socket PATH            Unix socket for nginx workers\n"
 "                                          (FLEET_BRIDGE_SOCKET, required)\n"
 "  --device-secret S        device signing secret (FLEET_DEVICE_SECRET)\n"
-"  --camera-api-key K       camera X-API-KEY     (FLEET_CAMERA_API_KEY)\n"
+"  --camera-api-key K[,K]   camera X-API-KEY(s); may be repeated\n"
+"                                          (FLEET_CAMERA_API_KEY)\n"
+"  --camera-topic FILTER    camera frames   (FLEET_CAMERA_TOPIC, server/+/image)\n"
 "  --share-group G          MQTT shared-subscription group\n"
 "                                          (FLEET_SHARE_GROUP, fleet)\n"
-"  --client-id ID           MQTT client id and bridge id\n"
-"                          (FLEET_BRIDGE_ID, bridge-<hostname>-<pid>)\n"
+"  --client-id ID           MQTT client id and bridge id, unique per bridge\n"
+"                          (FLEET_BRIDGE_ID, fleet-bridge-<hostname>)\n"
 "  --heartbeat-interval SEC PostgreSQL heartbeat period (5)\n"
+"  --offline-after SEC      silence before a device is offline\n"
+"                                          (FLEET_OFFLINE_AFTER_S, 180)\n"
+"  --offline-check-interval SEC  offline check period (5)\n"
+"  --queue-max-messages N   ingest queue bound (10000)\n"
+"  --queue-max-bytes N      ingest queue bound in bytes (67108864)\n"
 "  -v, --verbose            debug logging\n"
 "  -h, --help               this text\n");
 
@@ -291,7 +309,8 @@ default_bridge_id(void)
 
     host[sizeof(host) - 1] = '\0';
 
-    n = snprintf(NULL, 0, "bridge-%s-%d", host, (int) getpid());
+    /* stable across restarts: the broker keeps the persistent session */
+    n = snprintf(NULL, 0, "fleet-bridge-%s", host);
     if (n < 0) {
         return NULL;
     }
@@ -299,14 +318,65 @@ default_bridge_id(void)
     id = malloc((size_t) n + 1);
 
     if (id != NULL
-        && snprintf(id, (size_t) n + 1, "bridge-%s-%d", host, (int) getpid())
-           != n)
+        && snprintf(id, (size_t) n + 1, "fleet-bridge-%s", host) != n)
     {
         free(id);
         id = NULL;
     }
 
     return id;
+}
+
+
+/* appends the comma-separated keys of list (empty items skipped) */
+static int
+camera_keys_add(struct bridge_options *o, const char *list)
+{
+    char         **keys;
+    const char    *p, *end;
+    size_t         len;
+
+    for (p = list; *p != '\0'; p = *end ? end + 1 : end) {
+        end = strchr(p, ',');
+        if (end == NULL) {
+            end = p + strlen(p);
+        }
+
+        len = (size_t) (end - p);
+        if (len == 0) {
+            continue;
+        }
+
+        keys = realloc(o->camera_keys, (o->ncamera_keys + 2) * sizeof(char *));
+        if (keys == NULL) {
+            return -1;
+        }
+        o->camera_keys = keys;
+
+        keys[o->ncamera_keys] = strndup(p, len);
+        if (keys[o->ncamera_keys] == NULL) {
+            return -1;
+        }
+        keys[++o->ncamera_keys] = NULL;
+    }
+
+    return 0;
+}
+
+
+static void
+camera_keys_free(struct bridge_options *o)
+{
+    size_t  i;
+
+    for (i = 0; i < o->ncamera_keys; i++) {
+        OPENSSL_cleanse(o->camera_keys[i], strlen(o->camera_keys[i]));
+        free(o->camera_keys[i]);
+    }
+
+    free(o->camera_keys);
+    o->camera_keys = NULL;
+    o->ncamera_keys = 0;
 }
 
 
@@ -319,10 +389,32 @@ options_from_env(struct bridge_options *o)
     o->pg_dsn = env_or("FLEET_PG_DSN", NULL);
     o->socket_path = env_or("FLEET_BRIDGE_SOCKET", NULL);
     o->device_secret = env_or("FLEET_DEVICE_SECRET", NULL);
-    o->camera_api_key = env_or("FLEET_CAMERA_API_KEY", NULL);
+    o->camera_topic = env_or("FLEET_CAMERA_TOPIC", "server/+/image");
     o->share_group = env_or("FLEET_SHARE_GROUP", "fleet");
     o->client_id = env_or("FLEET_BRIDGE_ID", NULL);
     o->heartbeat_interval_s = 5;
+    o->offline_after_s = (int) parse_long(env_or("FLEET_OFFLINE_AFTER_S",
+                                                 "180"), 1, 31536000);
+    o->offline_check_interval_s = 5;
+    o->queue_max_messages = BRIDGE_QUEUE_MAX_MESSAGES;
+    o->queue_max_bytes = BRIDGE_QUEUE_MAX_BYTES;
+}
+
+
+/* strict decimal seconds option into *out; -1 after logging */
+static int
+option_seconds(const char *name, const char *arg, long max, int *out)
+{
+    long  v = parse_long(arg, 1, max);
+
+    if (v < 0) {
+        blog(BLOG_ERROR, "--%s: want 1..%ld seconds, got %s", name, max, arg);
+        return -1;
+    }
+
+    *out = (int) v;
+
+    return 0;
 }
 
 
@@ -330,7 +422,8 @@ options_from_env(struct bridge_options *o)
 static int
 options_from_argv(struct bridge_options *o, int argc, char **argv)
 {
-    int  c;
+    int    c, keys_from_argv = 0;
+    long   v;
 
     while ((c = getopt_long(argc, argv, "vh", long_options, NULL)) != -1) {
         switch (c) {
@@ -338,11 +431,59 @@ options_from_argv(struct bridge_options *o, int argc, char **argv)
         case OPT_PG_DSN:         o->pg_dsn = optarg; break;
         case OPT_SOCKET:         o->socket_path = optarg; break;
         case OPT_DEVICE_SECRET:  o->device_secret = optarg; break;
-        case OPT_CAMERA_API_KEY: o->camera_api_key = optarg; break;
+        case OPT_CAMERA_TOPIC:   o->camera_topic = optarg; break;
         case OPT_SHARE_GROUP:    o->share_group = optarg; break;
         case OPT_CLIENT_ID:      o->client_id = optarg; break;
         case 'v':                bridge_verbose = 1; break;
         case 'h':                return 1;
+
+        case OPT_CAMERA_API_KEY:
+            /* options win over the environment: its keys go */
+            if (!keys_from_argv) {
+                camera_keys_free(o);
+                keys_from_argv = 1;
+            }
+            if (camera_keys_add(o, optarg) != 0) {
+                blog(BLOG_ERROR, "out of memory");
+                return -1;
+            }
+            break;
+
+        case OPT_OFFLINE_AFTER:
+            if (option_seconds("offline-after", optarg, 31536000,
+                               &o->offline_after_s) != 0)
+            {
+                return -1;
+            }
+            break;
+
+        case OPT_OFFLINE_CHECK:
+            if (option_seconds("offline-check-interval", optarg, 86400,
+                               &o->offline_check_interval_s) != 0)
+            {
+                return -1;
+            }
+            break;
+
+        case OPT_QUEUE_MESSAGES:
+            v = parse_long(optarg, 1, 100000000);
+            if (v < 0) {
+                blog(BLOG_ERROR, "--queue-max-messages: want 1..100000000, "
+                     "got %s", optarg);
+                return -1;
+            }
+            o->queue_max_messages = (size_t) v;
+            break;
+
+        case OPT_QUEUE_BYTES:
+            v = parse_long(optarg, 4L * 1024 * 1024, LONG_MAX);
+            if (v < 0) {
+                blog(BLOG_ERROR, "--queue-max-bytes: want at least 4194304 "
+                     "(two camera frames), got %s", optarg);
+                return -1;
+            }
+            o->queue_max_bytes = (size_t) v;
+            break;
 
         case OPT_MQTT_PORT:
             o->mqtt_port = (int) parse_long(optarg, 1, 65535);
@@ -409,8 +550,25 @@ options_validate(const struct bridge_options *o)
         return -1;
     }
 
+    if (o->offline_after_s < 0) {
+        blog(BLOG_ERROR, "FLEET_OFFLINE_AFTER_S: want 1..31536000 seconds");
+        return -1;
+    }
+
     if (o->pg_dsn == NULL) {
         blog(BLOG_ERROR, "no database: set --pg-dsn or FLEET_PG_DSN");
+        return -1;
+    }
+
+    /* a subscription filter of its own (not a shared one), '+' for the
+     * MAC level; '#' would swallow device topics */
+    if (mosquitto_sub_topic_check(o->camera_topic) != MOSQ_ERR_SUCCESS
+        || strchr(o->camera_topic, '#') != NULL
+        || strncmp(o->camera_topic, "$", 1) == 0
+        || !utf8_valid(o->camera_topic))
+    {
+        blog(BLOG_ERROR, "camera topic must be an MQTT filter without '#' "
+             "or '$share/', e.g. server/+/image: %s", o->camera_topic);
         return -1;
     }
 
@@ -514,6 +672,7 @@ static void
 on_stop_signal(int sig)
 {
     stop_signal = sig;
+    stop_count++;
 }
 
 
@@ -553,6 +712,41 @@ prepare_iteration(struct bridge *b, struct pollset *ps, int64_t now)
     bridge_sock_prepare(b, ps, now);
     bridge_mqtt_prepare(b, ps, now);
     bridge_pg_prepare(b, ps, now);
+    bridge_ingest_prepare(b, ps, now);
+}
+
+
+/*
+ * SIGTERM/SIGINT: MQTT reads stop and the loop runs on until the ingest
+ * queue is in PostgreSQL, for at most BRIDGE_DRAIN_TIMEOUT_MS (a second
+ * signal ends it at once).  1 when the loop should end.
+ */
+static int
+drain_done(struct bridge *b, int64_t now, int64_t *deadline)
+{
+    if (!stop_signal) {
+        return 0;
+    }
+
+    if (!b->draining) {
+        b->draining = 1;
+        *deadline = now + BRIDGE_DRAIN_TIMEOUT_MS;
+        blog(BLOG_INFO, "%s received, shutting down (%zu queued messages to "
+             "store first)", stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
+             bridge_ingest_queue_len(b));
+    }
+
+    if (bridge_ingest_queue_len(b) == 0) {
+        return 1;
+    }
+
+    if (stop_count > 1 || now >= *deadline) {
+        blog(BLOG_WARN, "%s: giving up on storing the ingest queue",
+             stop_count > 1 ? "second signal" : "flush timed out");
+        return 1;
+    }
+
+    return 0;
 }
 
 
@@ -560,17 +754,27 @@ static int
 run_loop(struct bridge *b, const sigset_t *wait_mask)
 {
     int              n;
-    int64_t          now;
+    int64_t          now, deadline = 0;
     struct pollset   ps;
     struct timespec  ts, *tsp;
 
     memset(&ps, 0, sizeof(ps));
 
-    while (!stop_signal) {
+    for ( ;; ) {
         now = bridge_now_ms();
+
+        if (drain_done(b, now, &deadline)) {
+            break;
+        }
+
         bridge_mqtt_tick(b, now);
         bridge_pg_tick(b, now);
+        bridge_ingest_tick(b, now);
         prepare_iteration(b, &ps, now);
+
+        if (b->draining) {
+            pollset_wake_at(&ps, now, deadline);
+        }
 
         tsp = NULL;
         if (ps.timeout_ms >= 0) {
@@ -597,8 +801,6 @@ run_loop(struct bridge *b, const sigset_t *wait_mask)
         bridge_pg_dispatch(b, &ps, now);
     }
 
-    blog(BLOG_INFO, "%s received, shutting down",
-         stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
     free(ps.fds);
 
     return 0;
@@ -609,11 +811,23 @@ static void
 log_startup(const struct bridge_options *o)
 {
     blog(BLOG_INFO, "starting: bridge id %s, mqtt %s:%d, share group %s, "
-         "socket %s, heartbeat %ds, device secret %s, camera key %s",
+         "socket %s, heartbeat %ds, offline after %ds (checked every %ds), "
+         "camera topic %s, device secret %s, camera keys %zu, queue %zu "
+         "messages / %zu bytes",
          o->client_id, o->mqtt_host, o->mqtt_port, o->share_group,
-         o->socket_path, o->heartbeat_interval_s,
-         o->device_secret ? "set" : "not set",
-         o->camera_api_key ? "set" : "not set");
+         o->socket_path, o->heartbeat_interval_s, o->offline_after_s,
+         o->offline_check_interval_s, o->camera_topic,
+         o->device_secret ? "set" : "not set", o->ncamera_keys,
+         o->queue_max_messages, o->queue_max_bytes);
+}
+
+
+/* everything options_* allocated */
+static void
+options_free(struct bridge_options *o, char *default_id)
+{
+    camera_keys_free(o);
+    free(default_id);
 }
 
 
@@ -622,6 +836,7 @@ main(int argc, char **argv)
 {
     int             rc;
     char           *default_id = NULL;
+    const char     *env_keys;
     sigset_t        wait_mask;
     struct bridge   b;
 
@@ -632,12 +847,21 @@ main(int argc, char **argv)
     memset(&b, 0, sizeof(b));
     options_from_env(&b.opt);
 
+    env_keys = env_or("FLEET_CAMERA_API_KEY", NULL);
+    if (env_keys != NULL && camera_keys_add(&b.opt, env_keys) != 0) {
+        blog(BLOG_ERROR, "out of memory");
+        options_free(&b.opt, NULL);
+        return 1;
+    }
+
     rc = options_from_argv(&b.opt, argc, argv);
     if (rc > 0) {
+        options_free(&b.opt, NULL);
         return print_usage(stdout) == 0 ? 0 : 1;
     }
 
     if (rc < 0) {
+        options_free(&b.opt, NULL);
         (void) fprintf(stderr, "see: fleet-bridge --help\n");
         return 2;
     }
@@ -647,7 +871,7 @@ main(int argc, char **argv)
     }
 
     if (options_validate(&b.opt) != 0) {
-        free(default_id);
+        options_free(&b.opt, default_id);
         return 2;
     }
 
@@ -659,23 +883,33 @@ main(int argc, char **argv)
     bridge_mqtt_init(&b);
     bridge_pg_init(&b);
 
-    if (bridge_sock_open(&b) != 0) {
+    if (bridge_ingest_init(&b) != 0 || bridge_sock_open(&b) != 0) {
+        bridge_ingest_shutdown(&b);
         mosquitto_lib_cleanup();
-        free(default_id);
+        options_free(&b.opt, default_id);
         return 1;
     }
 
     rc = run_loop(&b, &wait_mask);
 
-    /* order matters: stop accepting and answer clients before MQTT goes */
+    /* order matters: stop accepting and answer clients before MQTT goes;
+     * PostgreSQL answers the queries still queued (NULL) before the
+     * ingest queue they point into is freed */
     bridge_sock_shutdown(&b);
     bridge_mqtt_shutdown(&b);
     bridge_pg_shutdown(&b);
+    bridge_ingest_shutdown(&b);
 
     mosquitto_lib_cleanup();
-    blog(BLOG_INFO, "stopped (mqtt in %llu, out %llu)",
-         (unsigned long long) b.mqtt_in, (unsigned long long) b.mqtt_out);
-    free(default_id);
+    blog(BLOG_INFO, "stopped (mqtt in %llu, out %llu, stored %llu, dropped: "
+         "bad signature %llu, invalid %llu, rejected %llu; unhandled %llu)",
+         (unsigned long long) b.mqtt_in, (unsigned long long) b.mqtt_out,
+         (unsigned long long) b.cnt.stored,
+         (unsigned long long) b.cnt.dropped_bad_signature,
+         (unsigned long long) b.cnt.dropped_invalid,
+         (unsigned long long) b.cnt.dropped_rejected,
+         (unsigned long long) b.cnt.unhandled);
+    options_free(&b.opt, default_id);
 
     return rc == 0 ? 0 : 1;
 }

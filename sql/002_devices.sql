@@ -226,7 +226,8 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    ts := coalesce(fleet_parse_ts(r -> 'timestamp'), now());
+    -- no timestamp: the receive time, distinct for each reading of a batch
+    ts := coalesce(fleet_parse_ts(r -> 'timestamp'), clock_timestamp());
 
     INSERT INTO sensor_readings (sensor_id, ts, value)
     VALUES (s.id, ts, (r ->> 'value')::double precision)
@@ -332,7 +333,7 @@ $$;
 CREATE FUNCTION fleet_ingest_status(p_id text, m jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
-    IF upper(m ->> 'status') NOT IN ('OFFLINE', 'ONLINE') THEN
+    IF coalesce(upper(m ->> 'status'), '') NOT IN ('OFFLINE', 'ONLINE') THEN
         RETURN fleet_ingest_result(false, 'status must be OFFLINE or ONLINE');
     END IF;
 
