@@ -255,7 +255,8 @@ ngx_fleet_commands_create(ngx_fleet_api_t *api, json_t *ids,
 
     fmcf = ngx_http_get_module_main_conf(api->request, ngx_fleet_module);
 
-    for (t = ngx_fleet_command_types; ngx_strcmp(t->name, command); t++) {
+    for (t = ngx_fleet_command_types; ngx_strcmp(t->name, command) != 0; t++)
+    {
         /* void */
     }
 
