@@ -200,6 +200,36 @@ struct bridge_ingest {
     uint64_t            warn_suppressed;
 };
 
+/* ---- command publishing and deadlines (bridge_commands.c) ---- */
+
+#define BRIDGE_CMD_CLAIM_MAX      100   /* rows per fleet_commands_claim */
+#define BRIDGE_CMD_INFLIGHT_MAX   256   /* publishes waiting for PUBACK */
+#define BRIDGE_CMD_SWEEP_MS       1000
+#define BRIDGE_CMD_TIMEOUT_MS     1000
+
+/* a claimed command published QoS 1, waiting for its PUBACK */
+struct cmd_inflight {
+    int    mid;                         /* 0: free slot */
+    char  *command_id;
+};
+
+struct bridge_commands {
+    int64_t             next_sweep_at;
+    int64_t             next_timeout_at;
+    int                 sweep_wanted;   /* nudge, reconnect, full claim */
+    int                 sweep_busy;     /* claim query in flight */
+    int                 sweep_failing;
+    int                 timeout_busy;
+    int                 timeout_failing;
+    int                 pg_up;          /* last seen states, to notice */
+    int                 mqtt_up;        /* (re)connects */
+    int                 no_secret_logged;
+    size_t              ninflight;
+    uint64_t            published;      /* mosquitto_publish accepted */
+    uint64_t            sent;           /* PUBACK, fleet_command_sent done */
+    struct cmd_inflight inflight[BRIDGE_CMD_INFLIGHT_MAX];
+};
+
 struct bridge_counters {
     uint64_t  stored;
     uint64_t  dropped_bad_signature;
@@ -221,6 +251,7 @@ struct bridge {
     struct bridge_pg       pg;
     struct bridge_sock     sock;
     struct bridge_ingest   ing;
+    struct bridge_commands cmd;
 };
 
 
@@ -257,6 +288,18 @@ size_t bridge_ingest_queue_len(const struct bridge *b);
 void bridge_ingest_shutdown(struct bridge *b);
 /* 1 when the topic matches the camera filter */
 int bridge_camera_topic_match(const struct bridge *b, const char *topic);
+
+/* the sweep (claim, sign, publish QoS 1) and the deadline timer */
+void bridge_commands_tick(struct bridge *b, int64_t now);
+void bridge_commands_prepare(struct bridge *b, struct pollset *ps,
+    int64_t now);
+/* {"op":"commands_pending"}: sweep as soon as possible */
+void bridge_commands_wanted(struct bridge *b);
+/* on_publish: 1 when mid was a command publish (then handled) */
+int bridge_commands_publish_done(struct bridge *b, int mid);
+/* the broker connection is gone: release the claims still unacknowledged */
+void bridge_commands_mqtt_lost(struct bridge *b);
+void bridge_commands_shutdown(struct bridge *b);
 
 int bridge_sock_open(struct bridge *b);
 void bridge_sock_prepare(struct bridge *b, struct pollset *ps, int64_t now);

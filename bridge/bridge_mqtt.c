@@ -256,7 +256,11 @@ on_publish(struct mosquitto *mosq, void *ud, int mid)
     (void) mosq;
 
     b->mqtt_out++;
-    bridge_sock_publish_done(b, mid);
+
+    /* mids are unique per instance: a command's or a socket client's */
+    if (!bridge_commands_publish_done(b, mid)) {
+        bridge_sock_publish_done(b, mid);
+    }
 }
 
 
@@ -316,6 +320,7 @@ mqtt_teardown(struct bridge *b, int64_t now)
 
     mqtt_destroy_instance(b);
     bridge_sock_fail_pending(b, "mqtt disconnected");
+    bridge_commands_mqtt_lost(b);
     b->mqtt.retry_at = now + delay;
 }
 

@@ -9,7 +9,8 @@
  *
  * Queries: the heartbeat here,
  *   SELECT fleet_bridge_heartbeat(<bridge id>, '{"mqtt":..,"mqtt_in":..,..}')
- * and the ingest calls and the offline check of bridge_ingest.c.
+ * the ingest calls and the offline check of bridge_ingest.c, and the
+ * command sweep and deadline timer of bridge_commands.c.
  */
 
 
@@ -440,7 +441,8 @@ send_heartbeat(struct bridge *b)
                  "{\"mqtt\":%s,\"mqtt_in\":%llu,\"mqtt_out\":%llu,"
                  "\"stored\":%llu,\"dropped_bad_signature\":%llu,"
                  "\"dropped_invalid\":%llu,\"dropped_rejected\":%llu,"
-                 "\"unhandled\":%llu,\"queue_len\":%zu}",
+                 "\"unhandled\":%llu,\"queue_len\":%zu,"
+                 "\"commands_published\":%llu,\"commands_sent\":%llu}",
                  bridge_mqtt_connected(b) ? "true" : "false",
                  (unsigned long long) b->mqtt_in,
                  (unsigned long long) b->mqtt_out,
@@ -449,7 +451,9 @@ send_heartbeat(struct bridge *b)
                  (unsigned long long) b->cnt.dropped_invalid,
                  (unsigned long long) b->cnt.dropped_rejected,
                  (unsigned long long) b->cnt.unhandled,
-                 bridge_ingest_queue_len(b));
+                 bridge_ingest_queue_len(b),
+                 (unsigned long long) b->cmd.published,
+                 (unsigned long long) b->cmd.sent);
 
     /* cannot happen with these 20-digit counters, but never send cut JSON */
     if (n < 0 || (size_t) n >= sizeof(status)) {

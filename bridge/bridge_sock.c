@@ -10,7 +10,8 @@
  *     -> {"op":"pong","id":N,"mqtt":true|false,"pg":true|false,
  *         "bridge_id":"...","mqtt_in":N,"mqtt_out":N,"stored":N,
  *         "dropped_bad_signature":N,"dropped_invalid":N,
- *         "dropped_rejected":N,"unhandled":N,"queue_len":N}
+ *         "dropped_rejected":N,"unhandled":N,"queue_len":N,
+ *         "commands_published":N,"commands_sent":N}
  *
  *   {"op":"publish","id":N,"topic":"device/x/command","qos":0|1,
  *    "retain":false,"payload":"<string>"}
@@ -22,6 +23,11 @@
  *          the broker connection drops before the PUBACK
  *          ("mqtt disconnected") or the bridge stops ("bridge shutting down")
  *     "qos" defaults to 0, "retain" to false, "payload" to "".
+ *
+ *   {"op":"commands_pending","id":N}
+ *     -> {"op":"commands_pending","id":N,"ok":true}
+ *     a worker created command rows: sweep for PENDING rows at once (the
+ *     sweep runs every second anyway; this is only the fast path)
  *
  *   any other op         -> {"op":"error","id":N,"error":"unknown op"}
  *   unparsable line      -> {"op":"error","error":"bad request"}
@@ -388,7 +394,7 @@ static void
 handle_ping(struct bridge *b, struct sock_client *c, json_t *id)
 {
     client_send(c, json_pack("{s:s, s:O*, s:b, s:b, s:s, s:I, s:I, s:I, s:I,"
-                             " s:I, s:I, s:I, s:I}",
+                             " s:I, s:I, s:I, s:I, s:I, s:I}",
                              "op", "pong", "id", id,
                              "mqtt", bridge_mqtt_connected(b),
                              "pg", bridge_pg_connected(b),
@@ -404,7 +410,10 @@ handle_ping(struct bridge *b, struct sock_client *c, json_t *id)
                              (json_int_t) b->cnt.dropped_rejected,
                              "unhandled", (json_int_t) b->cnt.unhandled,
                              "queue_len",
-                             (json_int_t) bridge_ingest_queue_len(b)));
+                             (json_int_t) bridge_ingest_queue_len(b),
+                             "commands_published",
+                             (json_int_t) b->cmd.published,
+                             "commands_sent", (json_int_t) b->cmd.sent));
 }
 
 
@@ -522,6 +531,12 @@ handle_line(struct bridge *b, struct sock_client *c, const char *line,
 
     } else if (op != NULL && strcmp(op, "publish") == 0) {
         handle_publish(b, c, req, id);
+
+    } else if (op != NULL && strcmp(op, "commands_pending") == 0) {
+        /* the fast path: the sweep runs anyway every second */
+        bridge_commands_wanted(b);
+        client_send(c, json_pack("{s:s, s:O*, s:b}", "op", "commands_pending",
+                                 "id", id, "ok", 1));
 
     } else {
         reply_error(c, id, "unknown op");
