@@ -406,6 +406,9 @@ sub start_broker {
     for my $attempt (1 .. 3) {
         _spit("$d/mosquitto.conf", join "\n",
             "listener $self->{mqtt_port} 127.0.0.1", 'allow_anonymous true', 'persistence false',
+            # as scripts/up: a lagging bridge gets its QoS-1 messages later,
+            # they are not dropped past mosquitto's default of 1000
+            'max_queued_messages 1000000',
             'log_dest stderr', 'log_type error', 'log_type warning', 'log_type notice',
             ($> == 0 ? ('user root') : ()), '');
         my $pid = $self->_spawn('mosquitto', "$d/mosquitto.log", {}, '/usr/sbin/mosquitto', '-c', "$d/mosquitto.conf");
