@@ -258,9 +258,12 @@ BEGIN
     IF a.role = 'admin' AND p_bulk THEN
         PERFORM fleet_notify('admin_action', jsonb_build_object(
             'adminId', a.user_id::text, 'action', 'bulk_command',
+            -- NOTIFY payloads stay far below 8000 bytes: the ids are
+            -- in the setup's rows, not in the envelope
             'details', jsonb_build_object('setup_id', v_setup,
                                           'command', p_command,
-                                          'device_ids', p_ids)));
+                                          'total_devices',
+                                          jsonb_array_length(p_ids))));
     END IF;
 
     IF p_bulk THEN
