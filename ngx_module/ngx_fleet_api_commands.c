@@ -335,7 +335,7 @@ static const fleet_field_t  ngx_fleet_firmware_fields[] = {
     { "sha256", FLEET_FIELD_STRING, 1, 64, 64 },
     { "size", FLEET_FIELD_INTEGER, 0, 1, 1LL << 32 },
     { "reboot_after", FLEET_FIELD_BOOLEAN, 0, 0, 0 },
-    { "timeout_sec", FLEET_FIELD_INTEGER, 0, 10, 86400 },
+    { "timeout_sec", FLEET_FIELD_INTEGER, 0, 1, 86400 },
     { NULL, 0, 0, 0, 0 }
 };
 

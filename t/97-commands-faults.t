@@ -108,5 +108,33 @@ is $dbh->selectrow_array('SELECT status FROM command_setups WHERE id = ?', undef
     'the bulk is COMPLETED';
 is $dbh->selectrow_array(q{SELECT count(*) FROM commands WHERE status = 'PENDING'}), 0, 'nothing left PENDING';
 
+# ---- firmware: each PROGRESS restarts the deadline (timeout_sec 4 here,
+# so without the restarts it would time out before the SUCCESS at ~7 s)
+my $fw_dev = register('FLT9');
+$tx = $s->ua->post($s->url("/api/v1/devices/$fw_dev/commands") => { Authorization => "Bearer $admin" }
+    => json => { command => 'UPDATE_FIRMWARE', payload => { url => 'https://example.com/fw.bin',
+                 version => '1.2.3', sha256 => 'cd' x 32, timeout_sec => 4 } });
+my $fw = decode_json($tx->res->body)->{data}{command_id};
+ok wait_for(10, sub { status_of($fw) eq 'SENT' }), 'firmware command SENT';
+sub fw_ack {
+    my ($status, $extra) = @_;
+    publish($s, "server/$fw_dev/ack", sign_msg($s->device_secret,
+        qq({"command_id":"$fw","device_id":"$fw_dev","command":"UPDATE_FIRMWARE","status":"$status"$extra})));
+}
+for my $pct (30, 60) {
+    sleep 2.5;
+    fw_ack('PROGRESS', qq(,"progress":$pct));
+    ok wait_for(5, sub { status_of($fw) eq 'PROGRESS' }), "PROGRESS $pct%";
+}
+sleep 2.5;
+fw_ack('SUCCESS', ',"new_version":"car_wash_v1.2.0"');
+ok wait_for(5, sub { status_of($fw) eq 'SUCCESS' }), 'SUCCESS after 7.5 s with a 4 s deadline: PROGRESS restarted it';
+my @fw_events = map { $_->[0] } @{ $dbh->selectall_arrayref(
+    'SELECT event FROM command_events WHERE scope = ? ORDER BY id', undef, $fw) };
+is_deeply \@fw_events, [ qw(progress device-progress device-progress device-success progress complete results) ],
+    'device-progress events, then the outcome';
+like $dbh->selectrow_array(q{SELECT data::text FROM command_events WHERE scope = ? AND event = 'device-success'},
+    undef, $fw), qr/"new_version": "car_wash_v1\.2\.0"/, 'new_version reported';
+
 $s->assert_no_crash;
 done_testing;
