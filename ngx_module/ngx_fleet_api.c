@@ -888,3 +888,27 @@ ngx_fleet_api_body_text(ngx_fleet_api_t *api)
 
     return (const char *) p;
 }
+
+
+/* the {id} of the path; a malformed one is a device that does not exist */
+
+const char *
+ngx_fleet_api_device_id(ngx_fleet_api_t *api, ngx_int_t *rc)
+{
+    const char  *id;
+
+    id = ngx_fleet_api_capture(api, 0);
+
+    if (id == NULL) {
+        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
+    }
+
+    if (ngx_fleet_api_is_token(id) != NGX_OK || ngx_strlen(id) > 64) {
+        *rc = ngx_fleet_send_error(api->request, NGX_HTTP_NOT_FOUND,
+                                   "DEVICE_NOT_FOUND", "no such device");
+        return NULL;
+    }
+
+    return id;
+}

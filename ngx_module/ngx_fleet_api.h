@@ -76,6 +76,7 @@ ngx_int_t ngx_fleet_api_arg_int(ngx_fleet_api_t *api, const char *name,
     ngx_int_t def, ngx_int_t min, ngx_int_t max, ngx_int_t *value,
     ngx_int_t *rc);
 ngx_int_t ngx_fleet_api_is_token(const char *s);
+const char *ngx_fleet_api_device_id(ngx_fleet_api_t *api, ngx_int_t *rc);
 
 /* route handlers */
 ngx_int_t ngx_fleet_api_login(ngx_fleet_api_t *api);

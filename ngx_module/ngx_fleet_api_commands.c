@@ -21,8 +21,6 @@ static ngx_int_t ngx_fleet_check_device_ids(ngx_fleet_api_t *api,
     json_t *ids, ngx_int_t *rc);
 static ngx_int_t ngx_fleet_check_firmware(ngx_fleet_api_t *api,
     json_t *payload, ngx_int_t *timeout, ngx_int_t *rc);
-static const char *ngx_fleet_command_target(ngx_fleet_api_t *api,
-    ngx_int_t *rc);
 static void ngx_fleet_commands_created(ngx_fleet_api_t *api);
 
 
@@ -120,7 +118,7 @@ ngx_fleet_api_restart(ngx_fleet_api_t *api)
     ngx_int_t    rc;
     const char  *id;
 
-    id = ngx_fleet_command_target(api, &rc);
+    id = ngx_fleet_api_device_id(api, &rc);
     if (id == NULL) {
         return rc;
     }
@@ -164,7 +162,7 @@ ngx_fleet_api_command(ngx_fleet_api_t *api)
     const char                      *id, *name;
     const ngx_fleet_command_type_t  *t;
 
-    id = ngx_fleet_command_target(api, &rc);
+    id = ngx_fleet_api_device_id(api, &rc);
     if (id == NULL) {
         return rc;
     }
@@ -394,28 +392,6 @@ ngx_fleet_check_firmware(ngx_fleet_api_t *api, json_t *payload,
     *timeout = v ? (ngx_int_t) json_integer_value(v) : 0;
 
     return NGX_OK;
-}
-
-
-static const char *
-ngx_fleet_command_target(ngx_fleet_api_t *api, ngx_int_t *rc)
-{
-    const char  *id;
-
-    id = ngx_fleet_api_capture(api, 0);
-
-    if (id == NULL) {
-        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return NULL;
-    }
-
-    if (ngx_fleet_api_is_token(id) != NGX_OK || ngx_strlen(id) > 64) {
-        *rc = ngx_fleet_send_error(api->request, NGX_HTTP_NOT_FOUND,
-                                   "DEVICE_NOT_FOUND", "no such device");
-        return NULL;
-    }
-
-    return id;
 }
 
 

@@ -8,10 +8,6 @@
 #include "ngx_fleet_api.h"
 
 
-static const char *ngx_fleet_web_device_id(ngx_fleet_api_t *api,
-    ngx_int_t *rc);
-
-
 #define ngx_fleet_actor(api)                                                  \
     (api)->claims.sub, fleet_role_name((api)->claims.role)
 
@@ -90,7 +86,7 @@ ngx_fleet_api_device_get(ngx_fleet_api_t *api)
     ngx_int_t    rc;
     const char  *id;
 
-    id = ngx_fleet_web_device_id(api, &rc);
+    id = ngx_fleet_api_device_id(api, &rc);
     if (id == NULL) {
         return rc;
     }
@@ -114,7 +110,7 @@ ngx_fleet_api_device_patch(ngx_fleet_api_t *api)
     ngx_int_t    rc;
     const char  *id, *key;
 
-    id = ngx_fleet_web_device_id(api, &rc);
+    id = ngx_fleet_api_device_id(api, &rc);
     if (id == NULL) {
         return rc;
     }
@@ -165,7 +161,7 @@ ngx_fleet_api_device_delete(ngx_fleet_api_t *api)
     ngx_int_t    rc;
     const char  *id;
 
-    id = ngx_fleet_web_device_id(api, &rc);
+    id = ngx_fleet_api_device_id(api, &rc);
     if (id == NULL) {
         return rc;
     }
@@ -190,7 +186,7 @@ ngx_fleet_api_sensor_create(ngx_fleet_api_t *api)
     ngx_int_t    rc;
     const char  *id;
 
-    id = ngx_fleet_web_device_id(api, &rc);
+    id = ngx_fleet_api_device_id(api, &rc);
     if (id == NULL) {
         return rc;
     }
@@ -240,28 +236,4 @@ ngx_fleet_api_sensor_readings(ngx_fleet_api_t *api)
                               ngx_fleet_actor(api), id,
                               ngx_fleet_api_arg(api, "from"),
                               ngx_fleet_api_arg(api, "to"), (const char *) p);
-}
-
-
-/* the {id} of the path; a malformed one is a device that does not exist */
-
-static const char *
-ngx_fleet_web_device_id(ngx_fleet_api_t *api, ngx_int_t *rc)
-{
-    const char  *id;
-
-    id = ngx_fleet_api_capture(api, 0);
-
-    if (id == NULL) {
-        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return NULL;
-    }
-
-    if (ngx_fleet_api_is_token(id) != NGX_OK || ngx_strlen(id) > 64) {
-        *rc = ngx_fleet_send_error(api->request, NGX_HTTP_NOT_FOUND,
-                                   "DEVICE_NOT_FOUND", "no such device");
-        return NULL;
-    }
-
-    return id;
 }

@@ -575,53 +575,22 @@ ngx_fleet_iso_time(u_char *p, ngx_time_t *tp)
 ngx_int_t
 ngx_fleet_send_json(ngx_http_request_t *r, ngx_uint_t status, json_t *body)
 {
-    char         *text;
-    size_t        len;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    char       *text;
+    ngx_int_t   rc;
 
     text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
     if (text == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    len = ngx_strlen(text);
-
-    b = ngx_create_temp_buf(r->pool, len + 1);
-    if (b == NULL) {
-        ngx_free(text);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->last = ngx_cpymem(b->last, text, len);
-    *b->last++ = '\n';
+    rc = ngx_fleet_send_text(r, status, (u_char *) text, ngx_strlen(text));
     ngx_free(text);
 
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    ngx_fleet_metrics_count_status(status);
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return rc;
 }
 
 
-/* a JSON body PostgreSQL already wrote */
+/* a JSON text as the body (PostgreSQL's, or jansson's) */
 
 ngx_int_t
 ngx_fleet_send_text(ngx_http_request_t *r, ngx_uint_t status, u_char *text,
