@@ -45,14 +45,16 @@ for my $d (0 .. $#ids) {
     push @files, $f;
 }
 
+# every device's file at once, on <prefix>/{id}/sensor
 sub publish_all {
+    my $prefix = shift;
     my @pids;
     for my $d (0 .. $#ids) {
         my $pid = fork // die;
         if (!$pid) {
             open STDIN, '<', $files[$d]->filename or die;
             exec 'mosquitto_pub', '-h', '127.0.0.1', '-p', $s->mqtt_port, '-q', '1',
-                 '-t', "server/$ids[$d]/sensor", '-l';
+                 '-t', "$prefix/$ids[$d]/sensor", '-l';
         }
         push @pids, $pid;
     }
@@ -69,25 +71,13 @@ if (!$sub) {
 }
 sleep 0.5;
 my $t = time;
-{
-    my @pids;
-    for my $d (0 .. $#ids) {
-        my $pid = fork // die;
-        if (!$pid) {
-            open STDIN, '<', $files[$d]->filename or die;
-            exec 'mosquitto_pub', '-h', '127.0.0.1', '-p', $s->mqtt_port, '-q', '1',
-                 '-t', "bench/$ids[$d]/sensor", '-l';
-        }
-        push @pids, $pid;
-    }
-    waitpid $_, 0 for @pids;
-}
+publish_all('bench');
 waitpid $sub, 0;
 my $base = ($per * @ids) / (time - $t);
 
 # ---- the bridge: publish, then wait until every reading is a row
 $t = time;
-publish_all();
+publish_all('server');
 my $want = $per * @ids;
 my $n = 0;
 while (time - $t < 600) {
