@@ -912,3 +912,21 @@ ngx_fleet_api_device_id(ngx_fleet_api_t *api, ngx_int_t *rc)
 
     return id;
 }
+
+
+/* a number as a query parameter, kept in the request pool */
+
+const char *
+ngx_fleet_api_int_text(ngx_fleet_api_t *api, int64_t n)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(api->request->pool, NGX_INT64_LEN + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *ngx_sprintf(p, "%L", n) = '\0';
+
+    return (const char *) p;
+}

@@ -71,6 +71,7 @@ const char *ngx_fleet_api_string(ngx_fleet_api_t *api, const char *key);
 const char *ngx_fleet_api_capture(ngx_fleet_api_t *api, ngx_uint_t n);
 const char *ngx_fleet_api_json_text(ngx_fleet_api_t *api, json_t *v);
 const char *ngx_fleet_api_body_text(ngx_fleet_api_t *api);
+const char *ngx_fleet_api_int_text(ngx_fleet_api_t *api, int64_t n);
 const char *ngx_fleet_api_arg(ngx_fleet_api_t *api, const char *name);
 ngx_int_t ngx_fleet_api_arg_int(ngx_fleet_api_t *api, const char *name,
     ngx_int_t def, ngx_int_t min, ngx_int_t max, ngx_int_t *value,

@@ -245,9 +245,9 @@ ngx_fleet_commands_create(ngx_fleet_api_t *api, json_t *ids,
     const char *command, const char *payload_sql, ngx_int_t timeout,
     ngx_uint_t bulk)
 {
-    u_char                          *p, *call;
+    u_char                          *call;
     size_t                           len;
-    const char                      *ack;
+    const char                      *ack, *secs;
     ngx_fleet_main_conf_t           *fmcf;
     const ngx_fleet_command_type_t  *t;
 
@@ -268,13 +268,11 @@ ngx_fleet_commands_create(ngx_fleet_api_t *api, json_t *ids,
                   "$6::boolean, $7::int, $8::boolean)")
           + ngx_strlen(payload_sql);
 
-    p = ngx_pnalloc(api->request->pool, NGX_INT_T_LEN + 1);
+    secs = ngx_fleet_api_int_text(api, timeout);
     call = ngx_pnalloc(api->request->pool, len);
-    if (p == NULL || call == NULL || ids == NULL) {
+    if (secs == NULL || call == NULL || ids == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    *ngx_sprintf(p, "%i", timeout) = '\0';
 
     api->succeeded = ngx_fleet_commands_created;
 
@@ -287,7 +285,7 @@ ngx_fleet_commands_create(ngx_fleet_api_t *api, json_t *ids,
                               fleet_role_name(api->claims.role),
                               ngx_fleet_api_json_text(api, ids), command,
                               ngx_fleet_api_body_text(api), ack,
-                              (const char *) p, bulk ? "true" : "false");
+                              secs, bulk ? "true" : "false");
 }
 
 

@@ -50,8 +50,8 @@ ngx_fleet_api_device_claim(ngx_fleet_api_t *api)
 ngx_int_t
 ngx_fleet_api_devices_list(ngx_fleet_api_t *api)
 {
-    u_char     *p, *limit, *offset;
-    ngx_int_t   rc, lim, off;
+    ngx_int_t    rc, lim, off;
+    const char  *limit, *offset;
 
     if (ngx_fleet_api_arg_int(api, "limit", 50, 1, 500, &lim, &rc) != NGX_OK
         || ngx_fleet_api_arg_int(api, "offset", 0, 0, NGX_MAX_INT32_VALUE,
@@ -61,17 +61,11 @@ ngx_fleet_api_devices_list(ngx_fleet_api_t *api)
         return rc;
     }
 
-    p = ngx_pnalloc(api->request->pool, 2 * (NGX_INT_T_LEN + 1));
-    if (p == NULL) {
+    limit = ngx_fleet_api_int_text(api, lim);
+    offset = ngx_fleet_api_int_text(api, off);
+    if (limit == NULL || offset == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    limit = p;
-    p = ngx_sprintf(p, "%i", lim);
-    *p++ = '\0';
-    offset = p;
-    p = ngx_sprintf(p, "%i", off);
-    *p = '\0';
 
     return ngx_fleet_api_call(api, NULL,
                               "fleet_devices_list($1, $2, "
@@ -208,9 +202,8 @@ ngx_fleet_api_sensor_create(ngx_fleet_api_t *api)
 ngx_int_t
 ngx_fleet_api_sensor_readings(ngx_fleet_api_t *api)
 {
-    u_char      *p;
     ngx_int_t    rc, lim;
-    const char  *id;
+    const char  *id, *limit;
 
     id = ngx_fleet_api_capture(api, 0);
     if (id == NULL) {
@@ -223,17 +216,15 @@ ngx_fleet_api_sensor_readings(ngx_fleet_api_t *api)
         return rc;
     }
 
-    p = ngx_pnalloc(api->request->pool, NGX_INT_T_LEN + 1);
-    if (p == NULL) {
+    limit = ngx_fleet_api_int_text(api, lim);
+    if (limit == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    *ngx_sprintf(p, "%i", lim) = '\0';
 
     return ngx_fleet_api_call(api, NULL,
                               "fleet_sensor_readings($1, $2, $3, $4, "
                               "$5, $6::int)", 6,
                               ngx_fleet_actor(api), id,
                               ngx_fleet_api_arg(api, "from"),
-                              ngx_fleet_api_arg(api, "to"), (const char *) p);
+                              ngx_fleet_api_arg(api, "to"), limit);
 }

@@ -76,10 +76,9 @@ static ngx_uint_t   ngx_fleet_sse_scopes_init;
 ngx_int_t
 ngx_fleet_api_stream(ngx_fleet_api_t *api)
 {
-    u_char           *p;
     int64_t           after;
     ngx_str_t         v;
-    const char       *scope, *kind;
+    const char       *scope, *kind, *after_text;
     ngx_table_elt_t  *h;
 
     scope = ngx_fleet_api_capture(api, 0);
@@ -87,8 +86,9 @@ ngx_fleet_api_stream(ngx_fleet_api_t *api)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    kind = ngx_strstr(api->request->uri.data, "/bulk-events/") ? "bulk"
-                                                                : "command";
+    /* the route says which stream this is (r->uri is not NUL-terminated) */
+    kind = ngx_strstr(api->route->pattern, "/bulk-events/") ? "bulk"
+                                                            : "command";
 
     /* Last-Event-ID, or ?lastEventId= for clients that cannot set it */
     after = 0;
@@ -113,19 +113,17 @@ ngx_fleet_api_stream(ngx_fleet_api_t *api)
         }
     }
 
-    p = ngx_pnalloc(api->request->pool, NGX_INT64_LEN + 1);
-    if (p == NULL) {
+    after_text = ngx_fleet_api_int_text(api, after);
+    if (after_text == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    *ngx_sprintf(p, "%L", after) = '\0';
 
     return ngx_fleet_api_call(api, ngx_fleet_sse_opened,
                               "fleet_stream_open($1, $2, $3, $4, "
                               "$5::bigint)", 5,
                               api->claims.sub,
                               fleet_role_name(api->claims.role), kind, scope,
-                              (const char *) p);
+                              after_text);
 }
 
 
