@@ -176,3 +176,185 @@ fleet_json_validate(json_t *obj, const fleet_field_t *fields, char *msg,
 
     return FLEET_JSON_OK;
 }
+
+
+/* ------------------------------------------------------------------ */
+/* raw text spans: parts of a JSON text passed on without re-encoding */
+
+static size_t
+fleet_json_skip_ws(const char *s, size_t i, size_t len)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n'
+                       || s[i] == '\r'))
+    {
+        i++;
+    }
+
+    return i;
+}
+
+
+/* i at an opening quote; returns the index after the closing one, or 0 */
+
+static size_t
+fleet_json_skip_string(const char *s, size_t i, size_t len)
+{
+    for (i++; i < len; i++) {
+        if (s[i] == '\\') {
+            i++;
+
+        } else if (s[i] == '"') {
+            return i + 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* i at a value; returns the index after it, or 0 when it is cut short */
+
+static size_t
+fleet_json_skip_value(const char *s, size_t i, size_t len)
+{
+    size_t  depth;
+
+    if (i >= len) {
+        return 0;
+    }
+
+    if (s[i] == '"') {
+        return fleet_json_skip_string(s, i, len);
+    }
+
+    if (s[i] != '{' && s[i] != '[') {
+        while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']'
+               && s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+        {
+            i++;
+        }
+
+        return i;
+    }
+
+    depth = 0;
+
+    while (i < len) {
+        if (s[i] == '"') {
+            i = fleet_json_skip_string(s, i, len);
+            if (i == 0) {
+                return 0;
+            }
+
+            continue;
+        }
+
+        if (s[i] == '{' || s[i] == '[') {
+            depth++;
+
+        } else if (s[i] == '}' || s[i] == ']') {
+            if (--depth == 0) {
+                return i + 1;
+            }
+        }
+
+        i++;
+    }
+
+    return 0;
+}
+
+
+int
+fleet_json_member(const char *s, size_t len, const char *key, size_t *off,
+    size_t *vlen)
+{
+    size_t  i, k, kend, klen, end;
+
+    klen = strlen(key);
+
+    i = fleet_json_skip_ws(s, 0, len);
+    if (i >= len || s[i] != '{') {
+        return -1;
+    }
+
+    i++;
+
+    for ( ;; ) {
+        i = fleet_json_skip_ws(s, i, len);
+
+        if (i >= len || s[i] != '"') {
+            return -1;
+        }
+
+        k = i + 1;
+        kend = fleet_json_skip_string(s, i, len);
+        if (kend == 0) {
+            return -1;
+        }
+
+        i = fleet_json_skip_ws(s, kend, len);
+        if (i >= len || s[i] != ':') {
+            return -1;
+        }
+
+        i = fleet_json_skip_ws(s, i + 1, len);
+
+        end = fleet_json_skip_value(s, i, len);
+        if (end == 0 || end == i) {
+            return -1;
+        }
+
+        if (kend - 1 - k == klen && memcmp(s + k, key, klen) == 0) {
+            *off = i;
+            *vlen = end - i;
+            return 0;
+        }
+
+        i = fleet_json_skip_ws(s, end, len);
+
+        if (i >= len || s[i] != ',') {
+            return -1;
+        }
+
+        i++;
+    }
+}
+
+
+size_t
+fleet_json_compact(const char *in, size_t len, char *out)
+{
+    size_t  i, n;
+    int     in_string;
+
+    n = 0;
+    in_string = 0;
+
+    for (i = 0; i < len; i++) {
+        if (in_string) {
+            out[n++] = in[i];
+
+            if (in[i] == '\\' && i + 1 < len) {
+                out[n++] = in[++i];
+
+            } else if (in[i] == '"') {
+                in_string = 0;
+            }
+
+            continue;
+        }
+
+        if (in[i] == ' ' || in[i] == '\t' || in[i] == '\n' || in[i] == '\r') {
+            continue;
+        }
+
+        if (in[i] == '"') {
+            in_string = 1;
+        }
+
+        out[n++] = in[i];
+    }
+
+    return n;
+}

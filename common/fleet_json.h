@@ -50,4 +50,15 @@ fleet_json_rc_t fleet_json_validate(json_t *obj, const fleet_field_t *fields,
 /* UTF-8 characters in a valid UTF-8 string */
 size_t fleet_utf8_length(const char *s, size_t len);
 
+/*
+ * The raw text of a top-level member's value in a JSON object text, found
+ * without parsing it into values (numbers stay exactly as written).
+ * Returns 0 and the value's offset and length, or -1.
+ */
+int fleet_json_member(const char *s, size_t len, const char *key,
+    size_t *off, size_t *vlen);
+
+/* drops whitespace outside strings; out holds len bytes; new length */
+size_t fleet_json_compact(const char *in, size_t len, char *out);
+
 #endif /* FLEET_JSON_H */

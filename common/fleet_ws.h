@@ -91,7 +91,7 @@ void fleet_ws_parser_init(fleet_ws_parser_t *ps, size_t max_message);
 void fleet_ws_parser_free(fleet_ws_parser_t *ps);
 
 /*
- * Consumes input (unmasking it in place) until one event is complete or
+ * Consumes input (unmasked into the parser's own buffers) until one event is complete or
  * the input is used up; *used says how much was consumed.  Call again with
  * the rest.  After FLEET_WS_ERROR the parser refuses everything.
  */

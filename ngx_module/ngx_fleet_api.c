@@ -1,7 +1,8 @@
 /*
  * fleetgate: the REST router.
  *
- * fleet_api serves every /api/v1 route of SPEC sections 4, 6, 8 and 9.  A
+ * fleet_api serves every /api/v1 route of SPEC sections 4, 6, 8 and 9, and
+ * the WebSocket upgrades and camera routes of section 7.  A
  * request is matched to a route, its body read (bounded), authenticated
  * (device signature or bearer token), parsed and validated, and only then
  * handed to the route, which usually runs one SQL function: PostgreSQL
@@ -94,6 +95,31 @@ static const ngx_fleet_route_t  ngx_fleet_routes[] = {
 
     { NGX_HTTP_GET, "/api/v1/devices/bulk-events/{}",
       NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_stream },
+
+    /* browser streams (SPEC 7): WebSocket upgrades */
+
+    { NGX_HTTP_GET, "/ws/device",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_ws_camera },
+
+    { NGX_HTTP_GET, "/ws/devices/all",
+      NGX_FLEET_AUTH_ADMIN, 0, ngx_fleet_api_ws_cameras },
+
+    { NGX_HTTP_GET, "/ws/sensor-data",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_ws_sensors },
+
+    { NGX_HTTP_GET, "/ws/device/{}",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_ws_device },
+
+    { NGX_HTTP_GET, "/ws/sensor/{}",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_ws_sensor },
+
+    /* seed 000's camera REST */
+
+    { NGX_HTTP_GET, "/v1/devices",
+      NGX_FLEET_AUTH_ADMIN, 0, ngx_fleet_api_camera_list },
+
+    { NGX_HTTP_GET, "/v1/devices/{}",
+      NGX_FLEET_AUTH_ADMIN, 0, ngx_fleet_api_camera_get },
 
     { NGX_HTTP_POST, "/api/v1/auth/login",
       NGX_FLEET_AUTH_NONE, 1, ngx_fleet_api_login },

@@ -100,6 +100,13 @@ ngx_int_t ngx_fleet_api_command(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_command_get(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_bulk_get(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_stream(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_ws_camera(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_ws_cameras(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_ws_sensors(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_ws_device(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_ws_sensor(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_camera_list(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_camera_get(ngx_fleet_api_t *api);
 
 
 #endif /* _NGX_FLEET_API_H_INCLUDED_ */

@@ -8,6 +8,8 @@
 
 
 static ngx_int_t ngx_fleet_auth_token(ngx_http_request_t *r, ngx_str_t *tok);
+static ngx_int_t ngx_fleet_auth_subprotocol(ngx_http_request_t *r,
+    ngx_str_t *tok);
 
 
 /*
@@ -57,7 +59,11 @@ refused:
 }
 
 
-/* Authorization: Bearer <jwt>, or ?access_token= for EventSource/WebSocket */
+/*
+ * Authorization: Bearer <jwt>; ?access_token= for EventSource/WebSocket;
+ * or, for browsers' WebSocket, the token offered as a subprotocol
+ * (new WebSocket(url, ["access_token", jwt])).
+ */
 
 static ngx_int_t
 ngx_fleet_auth_token(ngx_http_request_t *r, ngx_str_t *tok)
@@ -91,6 +97,47 @@ ngx_fleet_auth_token(ngx_http_request_t *r, ngx_str_t *tok)
         == NGX_OK && tok->len)
     {
         return NGX_OK;
+    }
+
+    return ngx_fleet_auth_subprotocol(r, tok);
+}
+
+
+static ngx_int_t
+ngx_fleet_auth_subprotocol(ngx_http_request_t *r, ngx_str_t *tok)
+{
+    u_char           *p, *end, *start;
+    ngx_uint_t        dots;
+    ngx_table_elt_t  *h;
+
+    h = ngx_fleet_find_header(r, "Sec-WebSocket-Protocol",
+                              sizeof("Sec-WebSocket-Protocol") - 1);
+    if (h == NULL) {
+        return NGX_DECLINED;
+    }
+
+    p = h->value.data;
+    end = p + h->value.len;
+
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ',')) {
+            p++;
+        }
+
+        start = p;
+        dots = 0;
+
+        while (p < end && *p != ',' && *p != ' ') {
+            dots += (*p == '.');
+            p++;
+        }
+
+        /* a JWT is three base64url parts */
+        if (dots == 2 && p - start > 16) {
+            tok->data = start;
+            tok->len = p - start;
+            return NGX_OK;
+        }
     }
 
     return NGX_DECLINED;

@@ -72,6 +72,11 @@ static ngx_fleet_metric_desc_t  ngx_fleet_worker_desc[] = {
       "1 when the worker's link to the bridge answers pings.", NULL },
     { "fleet_open_streams", "gauge",
       "Event streams (SSE) the worker holds open.", NULL },
+    { "fleet_websockets", "gauge",
+      "WebSocket connections the worker holds open.", NULL },
+    { "fleet_ws_slow_closed_total", "counter",
+      "WebSocket clients cut off because their send queue overflowed.",
+      NULL },
 };
 
 

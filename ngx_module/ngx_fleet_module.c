@@ -118,6 +118,41 @@ static ngx_command_t  ngx_fleet_commands[] = {
       offsetof(ngx_fleet_main_conf_t, sse_max_buffered),
       NULL },
 
+    { ngx_string("fleet_ws_max_message"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, ws_max_message),
+      NULL },
+
+    { ngx_string("fleet_ws_max_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, ws_max_queue),
+      NULL },
+
+    { ngx_string("fleet_ws_ping_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, ws_ping_interval),
+      NULL },
+
+    { ngx_string("fleet_ws_message_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, ws_message_rate),
+      NULL },
+
+    { ngx_string("fleet_ws_message_burst"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, ws_message_burst),
+      NULL },
+
 #if (NGX_THREADS)
     { ngx_string("fleet_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -239,6 +274,11 @@ ngx_fleet_create_main_conf(ngx_conf_t *cf)
     fmcf->command_timeout = NGX_CONF_UNSET;
     fmcf->sse_heartbeat = NGX_CONF_UNSET_MSEC;
     fmcf->sse_max_buffered = NGX_CONF_UNSET_SIZE;
+    fmcf->ws_max_message = NGX_CONF_UNSET_SIZE;
+    fmcf->ws_max_queue = NGX_CONF_UNSET_SIZE;
+    fmcf->ws_ping_interval = NGX_CONF_UNSET_MSEC;
+    fmcf->ws_message_rate = NGX_CONF_UNSET_UINT;
+    fmcf->ws_message_burst = NGX_CONF_UNSET_UINT;
 
     return fmcf;
 }
@@ -257,6 +297,24 @@ ngx_fleet_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(fmcf->command_timeout, 30);
     ngx_conf_init_msec_value(fmcf->sse_heartbeat, 15000);
     ngx_conf_init_size_value(fmcf->sse_max_buffered, (size_t) 1024 * 1024);
+    ngx_conf_init_size_value(fmcf->ws_max_message, (size_t) 64 * 1024);
+    ngx_conf_init_size_value(fmcf->ws_max_queue, (size_t) 1024 * 1024);
+    ngx_conf_init_msec_value(fmcf->ws_ping_interval, 30000);
+    ngx_conf_init_uint_value(fmcf->ws_message_rate, 10);
+    ngx_conf_init_uint_value(fmcf->ws_message_burst,
+                             2 * fmcf->ws_message_rate);
+
+    if (fmcf->ws_max_message < 125) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"fleet_ws_max_message\" must be at least 125");
+        return NGX_CONF_ERROR;
+    }
+
+    if (fmcf->ws_message_rate && fmcf->ws_message_burst == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"fleet_ws_message_burst\" must be at least 1");
+        return NGX_CONF_ERROR;
+    }
 
     if (fmcf->api_used) {
         if (fmcf->pg_dsn.len == 0) {
@@ -529,6 +587,12 @@ ngx_fleet_event_received(ngx_str_t *channel, ngx_str_t *payload, void *data)
             ngx_fleet_sse_notify(json_string_value(scope),
                                  json_string_length(scope));
         }
+
+    } else if (type && (ngx_strcmp(type, "sensor_data_update") == 0
+                        || ngx_strcmp(type, "device_status") == 0
+                        || ngx_strcmp(type, "camera_frame") == 0))
+    {
+        ngx_fleet_streams_event(type, j, payload);
     }
 
     json_decref(j);

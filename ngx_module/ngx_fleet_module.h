@@ -60,6 +60,11 @@ typedef struct {
     time_t                      command_timeout;
     ngx_msec_t                  sse_heartbeat;
     size_t                      sse_max_buffered;
+    size_t                      ws_max_message;
+    size_t                      ws_max_queue;
+    ngx_msec_t                  ws_ping_interval;
+    ngx_uint_t                  ws_message_rate;
+    ngx_uint_t                  ws_message_burst;
     ngx_shm_zone_t             *metrics_zone;
     ngx_uint_t                  api_used;
 #if (NGX_THREADS)
@@ -108,6 +113,8 @@ typedef enum {
     NGX_FLEET_W_LISTEN_UP,
     NGX_FLEET_W_BRIDGE_UP,
     NGX_FLEET_W_OPEN_STREAMS,
+    NGX_FLEET_W_WEBSOCKETS,
+    NGX_FLEET_W_WS_SLOW_CLOSED,
     NGX_FLEET_W_PID,
     NGX_FLEET_W_LAST
 } ngx_fleet_worker_metric_e;
@@ -172,6 +179,10 @@ ngx_int_t ngx_fleet_api_handler(ngx_http_request_t *r);
 
 /* ngx_fleet_sse.c */
 void ngx_fleet_sse_notify(const char *scope, size_t len);
+
+/* ngx_fleet_streams.c */
+void ngx_fleet_streams_event(const char *type, json_t *j,
+    ngx_str_t *payload);
 
 /* ngx_fleet_ops.c */
 ngx_int_t ngx_fleet_healthz_handler(ngx_http_request_t *r);

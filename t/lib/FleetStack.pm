@@ -10,7 +10,7 @@ package FleetStack;
 # Options: workers (2), max_body (65536), extra_http, extra_server,
 # device_secret, jwt_secret, no_bridge, pool_size (fleet_pg_pool_size, 4),
 # durable (PostgreSQL with fsync, for benchmarks), no_nginx (harness
-# development only).
+# development only), worker_connections (4096; worker_rlimit_nofile follows).
 # Environment: FLEET_BUILD (build dir, default <repo>/build), FLEET_PG_TEMPLATE
 # (a cluster made by scripts/lib/common.sh fleet_pg_make_template; copied
 # instead of running initdb), FLEET_NGINX_PRELOAD (LD_PRELOAD for nginx, e.g.
@@ -493,6 +493,9 @@ sub _render_nginx_conf {
         PORT          => $self->{http_port},
         EXTRA_SERVER  => $self->{opt}{extra_server} // '',
         EXTRA_HTTP    => $self->{opt}{extra_http} // '',
+        ROOT          => $ROOT,
+        WORKER_CONNECTIONS => $self->{opt}{worker_connections} // 4096,
+        RLIMIT_NOFILE => 2 * ($self->{opt}{worker_connections} // 4096) + 64,
     );
     my $t = _slurp("$ROOT/scripts/lib/nginx.conf.in");
     $t =~ s/\@([A-Z_]+)\@/exists $v{$1} ? $v{$1} : die "nginx.conf.in: no value for \@$1\@\n"/ge;
