@@ -36,6 +36,12 @@ typedef struct {
 } ngx_fleet_stream_t;
 
 
+typedef struct {
+    const char                 *name;       /* for fleet_ws_open() */
+    ngx_uint_t                  takes_messages;
+} ngx_fleet_stream_kind_t;
+
+
 /* a client message on its way through the database */
 typedef struct {
     ngx_queue_t                 queue;
@@ -63,7 +69,7 @@ typedef struct {
 
 
 static ngx_int_t ngx_fleet_stream_open(ngx_fleet_api_t *api,
-    const char *kind, const char *target);
+    const ngx_fleet_stream_kind_t *kind, const char *target);
 static void ngx_fleet_stream_opened(ngx_fleet_pg_query_t *q, PGresult *res);
 static void ngx_fleet_stream_protocol(ngx_http_request_t *r,
     ngx_str_t *protocol);
@@ -82,6 +88,19 @@ static void ngx_fleet_camera_fetch(const char *room, const char *owner,
     ngx_uint_t all);
 static void ngx_fleet_camera_fetched(ngx_fleet_pg_query_t *q,
     PGresult *res);
+
+
+/* seed 002's streams take readings from the browser; cameras do not */
+static const ngx_fleet_stream_kind_t  ngx_fleet_stream_camera =
+    { "camera", 0 };
+static const ngx_fleet_stream_kind_t  ngx_fleet_stream_cameras =
+    { "cameras", 0 };
+static const ngx_fleet_stream_kind_t  ngx_fleet_stream_sensors =
+    { "sensors", 1 };
+static const ngx_fleet_stream_kind_t  ngx_fleet_stream_device =
+    { "device", 1 };
+static const ngx_fleet_stream_kind_t  ngx_fleet_stream_sensor =
+    { "sensor", 1 };
 
 
 static const ngx_fleet_ws_handler_t  ngx_fleet_stream_handler = {
@@ -110,7 +129,7 @@ ngx_fleet_api_ws_camera(ngx_fleet_api_t *api)
                                     "esp_hmac is required");
     }
 
-    return ngx_fleet_stream_open(api, "camera", mac);
+    return ngx_fleet_stream_open(api, &ngx_fleet_stream_camera, mac);
 }
 
 
@@ -119,7 +138,7 @@ ngx_fleet_api_ws_camera(ngx_fleet_api_t *api)
 ngx_int_t
 ngx_fleet_api_ws_cameras(ngx_fleet_api_t *api)
 {
-    return ngx_fleet_stream_open(api, "cameras", "");
+    return ngx_fleet_stream_open(api, &ngx_fleet_stream_cameras, "");
 }
 
 
@@ -128,7 +147,7 @@ ngx_fleet_api_ws_cameras(ngx_fleet_api_t *api)
 ngx_int_t
 ngx_fleet_api_ws_sensors(ngx_fleet_api_t *api)
 {
-    return ngx_fleet_stream_open(api, "sensors", "");
+    return ngx_fleet_stream_open(api, &ngx_fleet_stream_sensors, "");
 }
 
 
@@ -144,7 +163,7 @@ ngx_fleet_api_ws_device(ngx_fleet_api_t *api)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_fleet_stream_open(api, "device", id);
+    return ngx_fleet_stream_open(api, &ngx_fleet_stream_device, id);
 }
 
 
@@ -160,7 +179,7 @@ ngx_fleet_api_ws_sensor(ngx_fleet_api_t *api)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_fleet_stream_open(api, "sensor", id);
+    return ngx_fleet_stream_open(api, &ngx_fleet_stream_sensor, id);
 }
 
 
@@ -192,8 +211,8 @@ ngx_fleet_api_camera_get(ngx_fleet_api_t *api)
 
 
 static ngx_int_t
-ngx_fleet_stream_open(ngx_fleet_api_t *api, const char *kind,
-    const char *target)
+ngx_fleet_stream_open(ngx_fleet_api_t *api,
+    const ngx_fleet_stream_kind_t *kind, const char *target)
 {
     const char       *why;
     ngx_table_elt_t  *h;
@@ -213,10 +232,12 @@ ngx_fleet_stream_open(ngx_fleet_api_t *api, const char *kind,
                                     "WEBSOCKET_REQUIRED", why);
     }
 
+    api->data = (void *) kind;
+
     return ngx_fleet_api_call(api, ngx_fleet_stream_opened,
                               "fleet_ws_open($1, $2, $3, $4)", 4,
                               api->claims.sub,
-                              fleet_role_name(api->claims.role), kind,
+                              fleet_role_name(api->claims.role), kind->name,
                               target);
 }
 
@@ -227,8 +248,9 @@ ngx_fleet_stream_opened(ngx_fleet_pg_query_t *q, PGresult *res)
     size_t               i;
     json_t              *j, *v, *initial;
     ngx_str_t            protocol, room;
-    ngx_fleet_api_t     *api;
-    ngx_fleet_stream_t  *st;
+    ngx_fleet_api_t                *api;
+    ngx_fleet_stream_t             *st;
+    const ngx_fleet_stream_kind_t  *kind;
 
     api = q->data;
 
@@ -264,9 +286,8 @@ ngx_fleet_stream_opened(ngx_fleet_pg_query_t *q, PGresult *res)
     st->member.data = st;
     st->role = api->claims.role;
     st->sees_all = json_is_true(json_object_get(j, "sees_all"));
-    st->takes_messages = (ngx_strstr(api->route->pattern, "/ws/device/")
-                          || ngx_strstr(api->route->pattern, "/ws/sensor"))
-                         ? 1 : 0;
+    kind = api->data;
+    st->takes_messages = kind->takes_messages;
 
     v = json_object_get(j, "user_id");
     if (json_is_string(v) && json_string_length(v) <= NGX_INT64_LEN) {
@@ -438,7 +459,8 @@ ngx_fleet_stream_message(ngx_fleet_ws_t *ws, ngx_int_t opcode, u_char *data,
     }
 
     /* the text goes as it came: numbers stay exactly as the client wrote */
-    call = ngx_alloc(sizeof(ngx_fleet_stream_call_t) + len, ws->connection->log);
+    call = ngx_alloc(sizeof(ngx_fleet_stream_call_t) + len,
+                     ws->connection->log);
     if (call == NULL) {
         ngx_fleet_stream_error(ws, "INTERNAL_ERROR", "out of memory");
         return;
