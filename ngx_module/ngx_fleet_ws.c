@@ -251,6 +251,9 @@ ngx_fleet_ws_accept(ngx_http_request_t *r,
 
     ngx_add_timer(c->read, fmcf->ws_ping_interval);
 
+    /* a client gone before its 101 went out: the caller still owns data */
+    ws->accepting = 1;
+
     if (ngx_fleet_ws_send(ws, msg) != NGX_OK) {
         ngx_fleet_ws_msg_release(msg);
         return NULL;
@@ -262,6 +265,8 @@ ngx_fleet_ws_accept(ngx_http_request_t *r,
         ngx_fleet_ws_terminate(ws);
         return NULL;
     }
+
+    ws->accepting = 0;
 
     if (ws->pending || c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
@@ -967,7 +972,7 @@ ngx_fleet_ws_terminate(ngx_fleet_ws_t *ws)
 
     c = ws->connection;
 
-    if (ws->handler->closed) {
+    if (ws->handler->closed && !ws->accepting) {
         ws->handler->closed(ws);
     }
 

@@ -57,6 +57,7 @@ struct ngx_fleet_ws_s {
     ngx_uint_t                  rate_tokens;     /* thousandths */
     ngx_uint_t                  rate_refused;
 
+    unsigned                    accepting:1;
     unsigned                    handling:1;
     unsigned                    terminate:1;
     unsigned                    closing:1;      /* our close frame queued */
@@ -75,7 +76,8 @@ ngx_int_t ngx_fleet_ws_check_upgrade(ngx_http_request_t *r,
  * is logged and freed: a WebSocket holds only its connection and a small
  * malloc'd state.  Call it when nothing else refers to the request (from
  * a database callback, not from a content handler).  protocol is the
- * subprotocol to confirm, or NULL.  Returns NULL after closing everything.
+ * subprotocol to confirm, or NULL.  Returns NULL after closing everything
+ * but data, which stays the caller's: handler->closed is not called.
  */
 ngx_fleet_ws_t *ngx_fleet_ws_accept(ngx_http_request_t *r,
     const ngx_fleet_ws_handler_t *handler, void *data, ngx_str_t *protocol);
