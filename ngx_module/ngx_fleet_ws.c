@@ -268,6 +268,14 @@ ngx_fleet_ws_accept(ngx_http_request_t *r,
 
     ws->accepting = 0;
 
+    if (ngx_exiting || ngx_terminate) {
+        /* the worker began leaving while this upgrade was decided: nginx
+         * asked its idle connections to go already, this one is told now */
+        c->close = 1;
+        ngx_post_event(c->read, &ngx_posted_events);
+        return ws;
+    }
+
     if (ws->pending || c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
     }
@@ -480,6 +488,10 @@ ngx_fleet_ws_timer(ngx_fleet_ws_t *ws)
 
     fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_fleet_module);
     ngx_add_timer(ws->connection->read, fmcf->ws_ping_interval);
+
+    if (ws->handler->ping) {
+        return ws->handler->ping(ws);
+    }
 
     return ngx_fleet_ws_control(ws, FLEET_WS_OP_PING, NULL, 0);
 }
