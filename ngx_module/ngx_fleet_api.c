@@ -113,6 +113,14 @@ static const ngx_fleet_route_t  ngx_fleet_routes[] = {
     { NGX_HTTP_GET, "/ws/sensor/{}",
       NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_ws_sensor },
 
+    /* Socket.IO (SPEC 7): the token comes in the CONNECT packet */
+
+    { NGX_HTTP_GET, "/socket.io",
+      NGX_FLEET_AUTH_NONE, 0, ngx_fleet_api_socketio },
+
+    { NGX_HTTP_POST, "/socket.io",
+      NGX_FLEET_AUTH_NONE, 0, ngx_fleet_api_socketio },
+
     /* seed 000's camera REST */
 
     { NGX_HTTP_GET, "/v1/devices",

@@ -146,6 +146,13 @@ static ngx_command_t  ngx_fleet_commands[] = {
       offsetof(ngx_fleet_main_conf_t, ws_message_rate),
       NULL },
 
+    { ngx_string("fleet_socketio_zone_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, sio_zone_size),
+      NULL },
+
     { ngx_string("fleet_ws_message_burst"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -279,6 +286,7 @@ ngx_fleet_create_main_conf(ngx_conf_t *cf)
     fmcf->ws_ping_interval = NGX_CONF_UNSET_MSEC;
     fmcf->ws_message_rate = NGX_CONF_UNSET_UINT;
     fmcf->ws_message_burst = NGX_CONF_UNSET_UINT;
+    fmcf->sio_zone_size = NGX_CONF_UNSET_SIZE;
 
     return fmcf;
 }
@@ -303,6 +311,14 @@ ngx_fleet_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(fmcf->ws_message_rate, 10);
     ngx_conf_init_uint_value(fmcf->ws_message_burst,
                              2 * fmcf->ws_message_rate);
+
+    ngx_conf_init_size_value(fmcf->sio_zone_size, (size_t) 8 * 1024 * 1024);
+
+    if (fmcf->sio_zone_size < (size_t) 8 * ngx_pagesize) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"fleet_socketio_zone_size\" is too small");
+        return NGX_CONF_ERROR;
+    }
 
     if (fmcf->ws_max_message < 125) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -342,6 +358,10 @@ ngx_fleet_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 #endif
+    }
+
+    if (ngx_fleet_sio_polling_init_zone(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (ngx_fleet_metrics_add_zone(cf, fmcf) != NGX_OK) {
@@ -593,6 +613,10 @@ ngx_fleet_event_received(ngx_str_t *channel, ngx_str_t *payload, void *data)
                         || ngx_strcmp(type, "camera_frame") == 0))
     {
         ngx_fleet_streams_event(type, j, payload);
+    }
+
+    if (type) {
+        ngx_fleet_socketio_event(type, j, payload);
     }
 
     json_decref(j);

@@ -65,6 +65,7 @@ typedef struct {
     ngx_msec_t                  ws_ping_interval;
     ngx_uint_t                  ws_message_rate;
     ngx_uint_t                  ws_message_burst;
+    size_t                      sio_zone_size;
     ngx_shm_zone_t             *metrics_zone;
     ngx_uint_t                  api_used;
 #if (NGX_THREADS)
@@ -183,6 +184,11 @@ void ngx_fleet_sse_notify(const char *scope, size_t len);
 /* ngx_fleet_streams.c */
 void ngx_fleet_streams_event(const char *type, json_t *j,
     ngx_str_t *payload);
+
+/* ngx_fleet_socketio.c, ngx_fleet_sio_polling.c */
+void ngx_fleet_socketio_event(const char *type, json_t *j,
+    ngx_str_t *payload);
+ngx_int_t ngx_fleet_sio_polling_init_zone(ngx_conf_t *cf);
 
 /* ngx_fleet_ops.c */
 ngx_int_t ngx_fleet_healthz_handler(ngx_http_request_t *r);

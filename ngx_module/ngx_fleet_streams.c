@@ -106,7 +106,8 @@ static const ngx_fleet_stream_kind_t  ngx_fleet_stream_sensor =
 static const ngx_fleet_ws_handler_t  ngx_fleet_stream_handler = {
     ngx_fleet_stream_message,
     ngx_fleet_stream_limited,
-    ngx_fleet_stream_closed
+    ngx_fleet_stream_closed,
+    NULL
 };
 
 

@@ -36,6 +36,9 @@ typedef struct {
     void                      (*limited)(ngx_fleet_ws_t *ws);
     /* the connection is going away: drop every reference to ws */
     void                      (*closed)(ngx_fleet_ws_t *ws);
+    /* optional: the keep-alive probe of a protocol on top (Engine.IO's
+     * "2"); without it a ping frame goes out */
+    ngx_int_t                 (*ping)(ngx_fleet_ws_t *ws);
 } ngx_fleet_ws_handler_t;
 
 
