@@ -121,6 +121,9 @@ static const ngx_fleet_route_t  ngx_fleet_routes[] = {
     { NGX_HTTP_POST, "/socket.io",
       NGX_FLEET_AUTH_NONE, 0, ngx_fleet_api_socketio },
 
+    { NGX_HTTP_POST, "/api/v1/events",
+      NGX_FLEET_AUTH_USER, 1, ngx_fleet_api_events_emit },
+
     /* seed 000's camera REST */
 
     { NGX_HTTP_GET, "/v1/devices",

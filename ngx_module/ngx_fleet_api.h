@@ -108,6 +108,7 @@ ngx_int_t ngx_fleet_api_ws_sensor(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_camera_list(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_camera_get(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_socketio(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_events_emit(ngx_fleet_api_t *api);
 
 
 #endif /* _NGX_FLEET_API_H_INCLUDED_ */

@@ -684,6 +684,16 @@ ngx_int_t
 ngx_fleet_send_text(ngx_http_request_t *r, ngx_uint_t status, u_char *text,
     size_t len)
 {
+    return ngx_fleet_send_body(r, status, "application/json", text, len, 1);
+}
+
+
+/* a body as it is (and a newline, for JSON read by people) */
+
+ngx_int_t
+ngx_fleet_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, u_char *text, size_t len, ngx_uint_t newline)
+{
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
@@ -694,7 +704,11 @@ ngx_fleet_send_text(ngx_http_request_t *r, ngx_uint_t status, u_char *text,
     }
 
     b->last = ngx_cpymem(b->last, text, len);
-    *b->last++ = '\n';
+
+    if (newline) {
+        *b->last++ = '\n';
+    }
+
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
@@ -702,7 +716,8 @@ ngx_fleet_send_text(ngx_http_request_t *r, ngx_uint_t status, u_char *text,
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
 

@@ -131,6 +131,8 @@ ngx_int_t ngx_fleet_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
 ngx_int_t ngx_fleet_send_text(ngx_http_request_t *r, ngx_uint_t status,
     u_char *text, size_t len);
+ngx_int_t ngx_fleet_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, u_char *text, size_t len, ngx_uint_t newline);
 ngx_int_t ngx_fleet_request_body(ngx_http_request_t *r, ngx_str_t *body);
 ngx_table_elt_t *ngx_fleet_find_header(ngx_http_request_t *r,
     const char *name, size_t len);

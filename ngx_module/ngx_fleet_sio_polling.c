@@ -399,14 +399,8 @@ ngx_fleet_sio_take(ngx_fleet_sio_session_t *s, ngx_http_request_t *r,
 static ngx_int_t
 ngx_fleet_sio_reply(ngx_fleet_api_t *api, u_char *data, size_t len)
 {
-    ngx_http_request_t  *r;
-
-    r = api->request;
-
-    ngx_str_set(&r->headers_out.content_type, "text/plain; charset=UTF-8");
-    r->headers_out.content_type_len = sizeof("text/plain") - 1;
-
-    return ngx_fleet_send_text(r, NGX_HTTP_OK, data, len);
+    return ngx_fleet_send_body(api->request, NGX_HTTP_OK,
+                               "text/plain; charset=UTF-8", data, len, 0);
 }
 
 

@@ -175,7 +175,7 @@ ngx_fleet_api_socketio(ngx_fleet_api_t *api)
     }
 
     if (sid && (ngx_strlen(sid) != NGX_FLEET_SIO_SID_LEN
-                || !ngx_fleet_api_is_token(sid)))
+                || ngx_fleet_api_is_token(sid) != NGX_OK))
     {
         return ngx_fleet_sio_refuse(r, 1, "Session ID unknown");
     }
@@ -1444,4 +1444,47 @@ ngx_fleet_sio_stats_fetched(ngx_fleet_pg_query_t *q, PGresult *res)
     }
 
     ngx_free(pkt);
+}
+
+
+/* ------------------------------------------------------------------ */
+/* POST /api/v1/events {room, event, data, device_id?}: a backend (service
+ * token) or an admin emits to one room */
+
+static const fleet_field_t  ngx_fleet_events_fields[] = {
+    { "room", FLEET_FIELD_STRING, 1, 1, NGX_FLEET_SIO_MAX_ROOM },
+    { "event", FLEET_FIELD_STRING, 1, 1, 64 },
+    { "device_id", FLEET_FIELD_STRING, 0, 1, 64 },
+    { NULL, 0, 0, 0, 0 }
+};
+
+
+ngx_int_t
+ngx_fleet_api_events_emit(ngx_fleet_api_t *api)
+{
+    ngx_int_t  rc;
+
+    if (api->claims.role != FLEET_ROLE_SERVICE
+        && api->claims.role != FLEET_ROLE_ADMIN)
+    {
+        return ngx_fleet_send_error(api->request, NGX_HTTP_FORBIDDEN,
+                                    "FORBIDDEN", "events are emitted with a "
+                                    "service or admin token");
+    }
+
+    if (ngx_fleet_api_validate(api, ngx_fleet_events_fields, &rc) != NGX_OK) {
+        return rc;
+    }
+
+    if (json_object_get(api->json, "data") == NULL) {
+        return ngx_fleet_send_error(api->request, NGX_HTTP_BAD_REQUEST,
+                                    "VALIDATION_ERROR", "data is required");
+    }
+
+    /* the body goes as it came: numbers stay exactly as sent */
+    return ngx_fleet_api_call(api, NULL,
+                              "fleet_events_emit($1, $2, $3::jsonb)", 3,
+                              api->claims.sub,
+                              fleet_role_name(api->claims.role),
+                              ngx_fleet_api_body_text(api));
 }
