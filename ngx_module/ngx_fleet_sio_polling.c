@@ -617,6 +617,7 @@ ngx_fleet_sio_check_held(const char *only_sid)
         answer = NULL;
         len = 0;
         rc = NGX_OK;
+        ngx_str_null(&out);
 
         ngx_shmtx_lock(&ngx_fleet_sio_shpool->mutex);
 

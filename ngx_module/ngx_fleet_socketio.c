@@ -777,11 +777,14 @@ ngx_fleet_sio_event(ngx_fleet_sio_conn_t *conn, fleet_sio_packet_t *p)
         } else {
             ngx_memcpy(room, "page_", 5);
             rc = ngx_fleet_sio_room_arg(p, "page", room + 5, &room_len, &why);
-            room_len += 5;
         }
 
         if (rc != NGX_OK) {
             goto refused;
+        }
+
+        if (name[0] != 'j') {
+            room_len += 5;
         }
 
         return ngx_fleet_sio_call(conn,
@@ -1046,16 +1049,20 @@ ngx_fleet_sio_joined(ngx_fleet_sio_call_t *call, json_t *j)
 void
 ngx_fleet_sio_cancel_calls(ngx_fleet_sio_conn_t *conn)
 {
-    ngx_queue_t           *q;
+    ngx_queue_t           *q, *next;
     ngx_fleet_sio_call_t  *call;
 
-    while (!ngx_queue_empty(&conn->calls)) {
-        q = ngx_queue_head(&conn->calls);
+    for (q = ngx_queue_head(&conn->calls);
+         q != ngx_queue_sentinel(&conn->calls);
+         q = next)
+    {
+        next = ngx_queue_next(q);
         call = ngx_queue_data(q, ngx_fleet_sio_call_t, queue);
-        ngx_queue_remove(q);
         ngx_fleet_pg_cancel(&call->query);
         ngx_free(call);
     }
+
+    ngx_queue_init(&conn->calls);
 
     conn->ncalls = 0;
 }

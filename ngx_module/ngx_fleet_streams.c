@@ -572,7 +572,7 @@ ngx_fleet_stream_limited(ngx_fleet_ws_t *ws)
 static void
 ngx_fleet_stream_closed(ngx_fleet_ws_t *ws)
 {
-    ngx_queue_t              *q;
+    ngx_queue_t              *q, *next;
     ngx_fleet_stream_t       *st;
     ngx_fleet_stream_call_t  *call;
 
@@ -581,10 +581,12 @@ ngx_fleet_stream_closed(ngx_fleet_ws_t *ws)
     ngx_fleet_room_leave(&st->member);
 
     /* answers still on their way have nobody to go to */
-    while (!ngx_queue_empty(&st->inflight)) {
-        q = ngx_queue_head(&st->inflight);
+    for (q = ngx_queue_head(&st->inflight);
+         q != ngx_queue_sentinel(&st->inflight);
+         q = next)
+    {
+        next = ngx_queue_next(q);
         call = ngx_queue_data(q, ngx_fleet_stream_call_t, queue);
-        ngx_queue_remove(q);
         ngx_fleet_pg_cancel(&call->query);
         ngx_free(call);
     }

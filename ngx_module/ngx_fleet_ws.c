@@ -20,7 +20,7 @@
 #include "ngx_fleet_ws.h"
 
 
-#define NGX_FLEET_WS_READ_BUDGET    (256 * 1024)
+#define NGX_FLEET_WS_READ_BUDGET    ((size_t) 256 * 1024)
 #define NGX_FLEET_WS_CLOSE_WAIT     3000
 
 
@@ -42,7 +42,7 @@ static ngx_int_t ngx_fleet_ws_process(ngx_fleet_ws_t *ws, u_char *buf,
 static ngx_int_t ngx_fleet_ws_rate_allows(ngx_fleet_ws_t *ws);
 static ngx_int_t ngx_fleet_ws_control(ngx_fleet_ws_t *ws, ngx_int_t opcode,
     const u_char *data, size_t len);
-static ngx_int_t ngx_fleet_ws_out_append(ngx_fleet_ws_t *ws,
+static ngx_fleet_ws_out_t *ngx_fleet_ws_out_append(ngx_fleet_ws_t *ws,
     ngx_fleet_ws_msg_t *msg);
 static ngx_int_t ngx_fleet_ws_flush(ngx_fleet_ws_t *ws);
 static ngx_int_t ngx_fleet_ws_overflow(ngx_fleet_ws_t *ws);
@@ -677,7 +677,7 @@ ngx_fleet_ws_close(ngx_fleet_ws_t *ws, ngx_int_t code, const char *reason)
     /* the close frame must not be dropped for a full queue */
     msg->refs++;
 
-    if (ngx_fleet_ws_out_append(ws, msg) != NGX_OK) {
+    if (ngx_fleet_ws_out_append(ws, msg) == NULL) {
         ngx_fleet_ws_msg_release(msg);
         ngx_fleet_ws_msg_release(msg);
         ngx_fleet_ws_terminate(ws);
@@ -805,13 +805,15 @@ ngx_fleet_ws_send(ngx_fleet_ws_t *ws, ngx_fleet_ws_msg_t *msg)
 
     msg->refs++;
 
-    if (ngx_fleet_ws_out_append(ws, msg) != NGX_OK) {
+    out = ngx_fleet_ws_out_append(ws, msg);
+
+    if (out == NULL) {
         ngx_fleet_ws_msg_release(msg);
         ngx_fleet_ws_terminate(ws);
         return NGX_ERROR;
     }
 
-    if (ws->out->next) {
+    if (ws->out != out) {
         /* the socket is full already; the write handler goes on */
         return NGX_OK;
     }
@@ -820,16 +822,16 @@ ngx_fleet_ws_send(ngx_fleet_ws_t *ws, ngx_fleet_ws_msg_t *msg)
 }
 
 
-/* takes over a reference to msg */
+/* takes over a reference to msg; the queue link, or NULL */
 
-static ngx_int_t
+static ngx_fleet_ws_out_t *
 ngx_fleet_ws_out_append(ngx_fleet_ws_t *ws, ngx_fleet_ws_msg_t *msg)
 {
     ngx_fleet_ws_out_t  *out;
 
     out = ngx_fleet_ws_out_alloc();
     if (out == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     out->msg = msg;
@@ -840,7 +842,7 @@ ngx_fleet_ws_out_append(ngx_fleet_ws_t *ws, ngx_fleet_ws_msg_t *msg)
     ws->out_last = &out->next;
     ws->queued += msg->len;
 
-    return NGX_OK;
+    return out;
 }
 
 
