@@ -123,10 +123,13 @@ BEGIN
             'timestamp', fleet_iso(now())));
     END IF;
 
-    e := fleet_sio_emissions(p_type, p_body, d);
+    -- a caller may say itself what Socket.IO clients get ("sio" in p_body)
+    IF NOT p_body ? 'sio' THEN
+        e := fleet_sio_emissions(p_type, p_body, d);
 
-    IF e IS NOT NULL THEN
-        v := v || jsonb_build_object('sio', e);
+        IF e IS NOT NULL THEN
+            v := v || jsonb_build_object('sio', e);
+        END IF;
     END IF;
 
     PERFORM pg_notify('fleet_events', v::text);
@@ -366,8 +369,10 @@ BEGIN
         'user_id', coalesce(a.user_id::text, ''),
         'role', a.role,
         'sees_all', a.role IN ('admin', 'service'),
-        'rooms', CASE WHEN a.user_id IS NULL THEN '[]'::jsonb
-                      ELSE jsonb_build_array('user_' || a.user_id) END
+        -- "*": every connected socket (system:maintenance goes there)
+        'rooms', '["*"]'::jsonb
+                 || CASE WHEN a.user_id IS NULL THEN '[]'::jsonb
+                         ELSE jsonb_build_array('user_' || a.user_id) END
                  || CASE WHEN a.role = 'admin' THEN '["admin"]'::jsonb
                          ELSE '[]'::jsonb END);
 END
@@ -388,6 +393,11 @@ BEGIN
     IF p_room IS NULL OR length(p_room) NOT BETWEEN 1 AND 128 THEN
         RETURN jsonb_build_object('error', 'room must be a string of 1 to '
                                            '128 characters');
+    END IF;
+
+    IF p_room = '*' THEN
+        -- every socket is in it already; nobody joins or leaves it
+        RETURN jsonb_build_object('error', 'no such room');
     END IF;
 
     -- admins (and backend services) may join any room
