@@ -802,7 +802,10 @@ ngx_fleet_sio_event(ngx_fleet_sio_conn_t *conn, fleet_sio_packet_t *p)
             goto refused;
         }
 
-        conn->ops->leave(conn, room, room_len);
+        /* "*" (every socket) is nobody's to leave */
+        if (room_len != 1 || room[0] != '*') {
+            conn->ops->leave(conn, room, room_len);
+        }
 
         if (p->ack_id < 0) {
             return NGX_OK;
