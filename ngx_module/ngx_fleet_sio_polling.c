@@ -51,6 +51,7 @@ typedef struct {
     unsigned                    connected:1;
     unsigned                    connecting:1;
     unsigned                    sees_all:1;
+    unsigned                    probing:1;
     unsigned                    upgraded:1;
     unsigned                    closed:1;
     unsigned                    get_held:1;
@@ -637,7 +638,8 @@ ngx_fleet_sio_check_held(const char *only_sid)
             answer = out.data;
             len = out.len;
 
-        } else if (s->upgraded) {
+        } else if (s->upgraded || s->probing) {
+            /* the client waits for its GET to end before it upgrades */
             answer = (u_char *) "6";
             len = 1;
 
@@ -710,6 +712,27 @@ ngx_fleet_sio_polling_event(int64_t seq, json_t *rooms, u_char *pkt,
     if (queued) {
         ngx_fleet_sio_check_held(NULL);
     }
+}
+
+
+/* "2probe" on the WebSocket: a held GET is released with "6" */
+
+void
+ngx_fleet_sio_polling_probe(const char *sid)
+{
+    ngx_fleet_sio_session_t  *s;
+
+    ngx_shmtx_lock(&ngx_fleet_sio_shpool->mutex);
+
+    s = ngx_fleet_sio_lookup(sid);
+
+    if (s) {
+        s->probing = 1;
+    }
+
+    ngx_shmtx_unlock(&ngx_fleet_sio_shpool->mutex);
+
+    ngx_fleet_sio_check_held(sid);
 }
 
 

@@ -316,6 +316,7 @@ ngx_fleet_sio_ws_message(ngx_fleet_ws_t *ws, ngx_int_t opcode, u_char *data,
 
     if (sw->probing) {
         if (len == 6 && ngx_strncmp(data, "2probe", 6) == 0) {
+            ngx_fleet_sio_polling_probe(sw->conn.sid);
             (void) ngx_fleet_ws_send_text(ws, (u_char *) "3probe", 6);
             return;
         }
