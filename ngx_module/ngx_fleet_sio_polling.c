@@ -47,6 +47,9 @@ typedef struct {
     ngx_uint_t                  nrooms;
     int64_t                     seqs[NGX_FLEET_SIO_SEQS];
     ngx_uint_t                  seq_pos;
+    ngx_msec_t                  rate_last;
+    ngx_uint_t                  rate_tokens;
+    ngx_uint_t                  rate_refused;
     fleet_role_t                role;
     unsigned                    connected:1;
     unsigned                    connecting:1;
@@ -114,6 +117,7 @@ static ngx_int_t ngx_fleet_sio_p_join(ngx_fleet_sio_conn_t *conn,
 static void ngx_fleet_sio_p_leave(ngx_fleet_sio_conn_t *conn, u_char *room,
     size_t len);
 static ngx_int_t ngx_fleet_sio_p_sync(ngx_fleet_sio_conn_t *conn);
+static ngx_int_t ngx_fleet_sio_p_allow(ngx_fleet_sio_conn_t *conn);
 static void ngx_fleet_sio_p_resume(ngx_fleet_sio_conn_t *conn);
 static void ngx_fleet_sio_p_close(ngx_fleet_sio_conn_t *conn);
 
@@ -123,6 +127,7 @@ static const ngx_fleet_sio_ops_t  ngx_fleet_sio_polling_ops = {
     ngx_fleet_sio_p_join,
     ngx_fleet_sio_p_leave,
     ngx_fleet_sio_p_sync,
+    ngx_fleet_sio_p_allow,
     ngx_fleet_sio_p_resume,
     ngx_fleet_sio_p_close
 };
@@ -412,6 +417,7 @@ ngx_fleet_sio_polling_open(ngx_fleet_api_t *api)
 {
     u_char                    pkt[256];
     size_t                    n;
+    ngx_fleet_main_conf_t    *fmcf;
     ngx_fleet_sio_session_t  *s;
 
     ngx_shmtx_lock(&ngx_fleet_sio_shpool->mutex);
@@ -437,6 +443,11 @@ ngx_fleet_sio_polling_open(ngx_fleet_api_t *api)
 
     ngx_memcpy(s->sid, pkt, NGX_FLEET_SIO_SID_LEN);
     ngx_fleet_sio_new_sid(s->sio_id);
+
+    fmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_fleet_module);
+
+    s->rate_last = ngx_current_msec;
+    s->rate_tokens = 1000 * fmcf->ws_message_burst;
 
     s->sn.str.data = s->sid;
     s->sn.str.len = NGX_FLEET_SIO_SID_LEN;
@@ -1060,6 +1071,35 @@ ngx_fleet_sio_p_sync(ngx_fleet_sio_conn_t *conn)
 
     } else {
         rc = NGX_ERROR;
+    }
+
+    ngx_shmtx_unlock(&ngx_fleet_sio_shpool->mutex);
+
+    return rc;
+}
+
+
+/* the rate limit of SPEC 7, kept with the session: POSTs may come to
+ * any worker */
+
+static ngx_int_t
+ngx_fleet_sio_p_allow(ngx_fleet_sio_conn_t *conn)
+{
+    ngx_int_t                 rc;
+    ngx_fleet_sio_session_t  *s;
+
+    ngx_shmtx_lock(&ngx_fleet_sio_shpool->mutex);
+
+    s = ngx_fleet_sio_lookup(conn->sid);
+    rc = s ? ngx_fleet_rate_take(&s->rate_last, &s->rate_tokens,
+                                 &s->rate_refused)
+           : NGX_ABORT;
+
+    if (rc == NGX_ABORT && s) {
+        ngx_log_error(NGX_LOG_INFO, conn->log, 0,
+                      "fleet: Socket.IO polling client keeps flooding, "
+                      "closing");
+        s->closed = 1;
     }
 
     ngx_shmtx_unlock(&ngx_fleet_sio_shpool->mutex);

@@ -96,6 +96,7 @@ static ngx_int_t ngx_fleet_sio_ws_join(ngx_fleet_sio_conn_t *conn,
 static void ngx_fleet_sio_ws_leave(ngx_fleet_sio_conn_t *conn, u_char *room,
     size_t len);
 static ngx_int_t ngx_fleet_sio_ws_sync(ngx_fleet_sio_conn_t *conn);
+static ngx_int_t ngx_fleet_sio_ws_allow(ngx_fleet_sio_conn_t *conn);
 static void ngx_fleet_sio_ws_resume(ngx_fleet_sio_conn_t *conn);
 static void ngx_fleet_sio_ws_close(ngx_fleet_sio_conn_t *conn);
 static ngx_int_t ngx_fleet_sio_ws_upgrade(ngx_fleet_sio_ws_t *sw);
@@ -136,6 +137,7 @@ static const ngx_fleet_sio_ops_t  ngx_fleet_sio_ws_ops = {
     ngx_fleet_sio_ws_join,
     ngx_fleet_sio_ws_leave,
     ngx_fleet_sio_ws_sync,
+    ngx_fleet_sio_ws_allow,
     ngx_fleet_sio_ws_resume,
     ngx_fleet_sio_ws_close
 };
@@ -567,6 +569,15 @@ ngx_fleet_sio_ws_sync(ngx_fleet_sio_conn_t *conn)
 }
 
 
+/* the WebSocket layer counted the message already */
+
+static ngx_int_t
+ngx_fleet_sio_ws_allow(ngx_fleet_sio_conn_t *conn)
+{
+    return NGX_OK;
+}
+
+
 static void
 ngx_fleet_sio_ws_resume(ngx_fleet_sio_conn_t *conn)
 {
@@ -592,6 +603,8 @@ ngx_fleet_sio_packet(ngx_fleet_sio_conn_t *conn, u_char *data, size_t len)
 {
     int                  type;
     size_t               dlen;
+    json_t              *j;
+    ngx_int_t            rc;
     const char          *d, *err;
     fleet_sio_packet_t   p;
 
@@ -607,6 +620,19 @@ ngx_fleet_sio_packet(ngx_fleet_sio_conn_t *conn, u_char *data, size_t len)
     switch (type) {
 
     case FLEET_EIO_MESSAGE:
+        rc = conn->ops->allow(conn);
+
+        if (rc == NGX_ABORT) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            j = json_pack("{s:s}", "message", "too many messages, slow down");
+            rc = ngx_fleet_sio_emit(conn, "rate_limited", j);
+            json_decref(j);
+            return rc;
+        }
+
         break;
 
     case FLEET_EIO_CLOSE:

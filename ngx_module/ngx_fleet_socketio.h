@@ -38,6 +38,9 @@ typedef struct {
     /* the identity changed (CONNECT under way, accepted or refused):
      * a polling session writes it where every worker sees it */
     ngx_int_t                 (*sync)(ngx_fleet_sio_conn_t *conn);
+    /* may the client send this message now (SPEC 7's rate limit);
+     * NGX_OK, NGX_DECLINED (refused) or NGX_ABORT (flooding, closed) */
+    ngx_int_t                 (*allow)(ngx_fleet_sio_conn_t *conn);
     /* a database call this connection waited for has finished */
     void                      (*resume)(ngx_fleet_sio_conn_t *conn);
     /* the client asked to go ("1", or DISCONNECT) */

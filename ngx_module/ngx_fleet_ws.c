@@ -581,16 +581,18 @@ ngx_fleet_ws_process(ngx_fleet_ws_t *ws, u_char *buf, size_t len)
 
 
 /*
- * A token bucket per connection (fleet_ws_message_rate per second, up to
- * fleet_ws_message_burst): a message over the rate is refused with the
- * owner's error, and a client refused burst times in a row is flooding
- * and closed with 1008.
+ * A token bucket per client (fleet_ws_message_rate per second, up to
+ * fleet_ws_message_burst): NGX_OK, NGX_DECLINED for a message over the
+ * rate, NGX_ABORT for a client refused burst times in a row: flooding.
+ * Socket.IO's polling sessions keep the same three numbers in shared
+ * memory.
  */
 
-static ngx_int_t
-ngx_fleet_ws_rate_allows(ngx_fleet_ws_t *ws)
+ngx_int_t
+ngx_fleet_rate_take(ngx_msec_t *last, ngx_uint_t *tokens,
+    ngx_uint_t *refused)
 {
-    ngx_uint_t              tokens, cap;
+    ngx_uint_t              t, cap;
     ngx_msec_int_t          elapsed;
     ngx_fleet_main_conf_t  *fmcf;
 
@@ -601,25 +603,40 @@ ngx_fleet_ws_rate_allows(ngx_fleet_ws_t *ws)
     }
 
     cap = fmcf->ws_message_burst * 1000;
-    elapsed = (ngx_msec_int_t) (ngx_current_msec - ws->rate_last);
-    ws->rate_last = ngx_current_msec;
+    elapsed = (ngx_msec_int_t) (ngx_current_msec - *last);
+    *last = ngx_current_msec;
 
-    tokens = ws->rate_tokens;
+    t = *tokens;
 
     if (elapsed > 0) {
-        tokens += ngx_min((ngx_uint_t) elapsed, 3600000)
-                  * fmcf->ws_message_rate;
+        t += ngx_min((ngx_uint_t) elapsed, 3600000) * fmcf->ws_message_rate;
     }
 
-    ws->rate_tokens = ngx_min(tokens, cap);
+    *tokens = ngx_min(t, cap);
 
-    if (ws->rate_tokens >= 1000) {
-        ws->rate_tokens -= 1000;
-        ws->rate_refused = 0;
+    if (*tokens >= 1000) {
+        *tokens -= 1000;
+        *refused = 0;
         return NGX_OK;
     }
 
-    if (++ws->rate_refused > fmcf->ws_message_burst) {
+    return (++*refused > fmcf->ws_message_burst) ? NGX_ABORT : NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_fleet_ws_rate_allows(ngx_fleet_ws_t *ws)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_fleet_rate_take(&ws->rate_last, &ws->rate_tokens,
+                             &ws->rate_refused);
+
+    if (rc == NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (rc == NGX_ABORT) {
         ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
                       "fleet: WebSocket client keeps flooding, closing");
         ngx_fleet_ws_close(ws, FLEET_WS_CLOSE_POLICY,

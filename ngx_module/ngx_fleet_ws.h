@@ -103,5 +103,8 @@ ngx_int_t ngx_fleet_ws_close(ngx_fleet_ws_t *ws, ngx_int_t code,
 
 ngx_uint_t ngx_fleet_ws_count(void);
 
+ngx_int_t ngx_fleet_rate_take(ngx_msec_t *last, ngx_uint_t *tokens,
+    ngx_uint_t *refused);
+
 
 #endif /* _NGX_FLEET_WS_H_INCLUDED_ */
