@@ -686,7 +686,7 @@ for my $mode (@MODES) {
     is_deeply status_changes($U{bob}{$mode}, $B), [ ('offline', 'online') x 5 ], "$mode: bob gets each of the ten changes, in order";
     is_deeply status_changes($U{alice}{$mode}, $B), [], "$mode: alice none of them";
 }
-for my $mode (qw(default websocket)) {
+for my $mode (@MODES) {
     my $c = $U{admin}{$mode};
     ok wait_until(5, sub { events($c, 'admin:stats:updated') > $nstats{$mode} }), "$mode: stats after the burst";
     pump(1.5) for 1 .. 2;
