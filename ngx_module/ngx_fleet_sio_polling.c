@@ -77,6 +77,7 @@ typedef struct {
     ngx_queue_t                 queue;
     ngx_fleet_api_t            *api;
     ngx_msec_t                  since;
+    unsigned                    answered:1;
     char                        sid[NGX_FLEET_SIO_SID_LEN + 1];
 } ngx_fleet_sio_held_t;
 
@@ -540,9 +541,10 @@ ngx_fleet_sio_polling_get(ngx_fleet_api_t *api, const char *sid)
     api->cleanup = ngx_fleet_sio_held_cleanup;
 
     if (!ngx_fleet_sio_tick_ev.timer_set) {
+        /* not cancelable: a leaving worker answers its held GETs before
+         * it exits (with a ping), it does not drop them */
         ngx_fleet_sio_tick_ev.handler = ngx_fleet_sio_tick;
         ngx_fleet_sio_tick_ev.log = ngx_cycle->log;
-        ngx_fleet_sio_tick_ev.cancelable = 1;
         ngx_add_timer(&ngx_fleet_sio_tick_ev, NGX_FLEET_SIO_TICK);
     }
 
@@ -566,6 +568,11 @@ ngx_fleet_sio_held_cleanup(ngx_fleet_api_t *api)
 
     api->data = NULL;
     ngx_queue_remove(&h->queue);
+
+    if (h->answered) {
+        /* the session was told when the answer was made */
+        return;
+    }
 
     ngx_shmtx_lock(&ngx_fleet_sio_shpool->mutex);
 
@@ -640,8 +647,8 @@ ngx_fleet_sio_check_held(const char *only_sid)
             len = 1;
 
             if (s) {
-                s->get_held = 0;
                 ngx_fleet_sio_free_session(s);
+                s = NULL;
             }
 
         } else if (s->head) {
@@ -660,6 +667,20 @@ ngx_fleet_sio_check_held(const char *only_sid)
             /* the server's ping goes out as the answer of a GET */
             answer = (u_char *) "2";
             len = 1;
+        }
+
+        if (answer || rc != NGX_OK) {
+            /*
+             * The next GET may reach another worker as soon as this
+             * answer is out, before this request's cleanup runs: the
+             * session is free for it from now on.
+             */
+            h->answered = 1;
+
+            if (s) {
+                s->get_held = 0;
+                ngx_fleet_sio_touch(s);
+            }
         }
 
         ngx_shmtx_unlock(&ngx_fleet_sio_shpool->mutex);
@@ -723,6 +744,13 @@ ngx_fleet_sio_polling_event(int64_t seq, json_t *rooms, u_char *pkt,
     if (queued) {
         ngx_fleet_sio_check_held(NULL);
     }
+}
+
+
+ngx_uint_t
+ngx_fleet_sio_polling_count(void)
+{
+    return ngx_fleet_sio_sh ? ngx_fleet_sio_sh->count : 0;
 }
 
 

@@ -147,6 +147,7 @@ static ngx_uint_t            ngx_fleet_sio_emits;
 static ngx_event_t           ngx_fleet_sio_stats_ev;
 static ngx_fleet_pg_query_t  ngx_fleet_sio_stats_query;
 static ngx_uint_t            ngx_fleet_sio_stats_busy;
+static ngx_uint_t            ngx_fleet_sio_stats_again;
 
 
 /* GET and POST /socket.io/?EIO=4&transport=...[&sid=...] */
@@ -1398,11 +1399,20 @@ ngx_fleet_sio_deliver(ngx_fleet_room_member_t *m, void *arg)
 static void
 ngx_fleet_sio_stats_schedule(void)
 {
-    if (ngx_fleet_sio_stats_ev.timer_set || ngx_fleet_sio_stats_busy) {
+    if (ngx_fleet_sio_stats_busy) {
+        /* a change while the counts are being read: read them again */
+        ngx_fleet_sio_stats_again = 1;
         return;
     }
 
-    if (ngx_fleet_room_find((u_char *) "sio:admin", 9) == NULL) {
+    if (ngx_fleet_sio_stats_ev.timer_set) {
+        return;
+    }
+
+    /* worker 0 serves the polling sessions too (once, not per worker) */
+    if (ngx_fleet_room_find((u_char *) "sio:admin", 9) == NULL
+        && (ngx_worker != 0 || ngx_fleet_sio_polling_count() == 0))
+    {
         return;
     }
 
@@ -1418,10 +1428,6 @@ static void
 ngx_fleet_sio_stats_timer(ngx_event_t *ev)
 {
     ngx_fleet_pg_query_t  *q;
-
-    if (ngx_fleet_room_find((u_char *) "sio:admin", 9) == NULL) {
-        return;
-    }
 
     q = &ngx_fleet_sio_stats_query;
     ngx_memzero(q, sizeof(ngx_fleet_pg_query_t));
@@ -1441,17 +1447,21 @@ ngx_fleet_sio_stats_fetched(ngx_fleet_pg_query_t *q, PGresult *res)
 {
     char                      *pkt;
     size_t                     n, size;
+    json_t                    *rooms;
     ngx_fleet_room_t          *r;
     ngx_fleet_ws_msg_t        *msg;
     ngx_fleet_sio_delivery_t   d;
 
     ngx_fleet_sio_stats_busy = 0;
 
+    if (ngx_fleet_sio_stats_again) {
+        ngx_fleet_sio_stats_again = 0;
+        ngx_fleet_sio_stats_schedule();
+    }
+
     r = ngx_fleet_room_find((u_char *) "sio:admin", 9);
 
-    if (res == NULL || r == NULL || PQntuples(res) != 1
-        || PQgetisnull(res, 0, 0))
-    {
+    if (res == NULL || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
         return;
     }
 
@@ -1466,7 +1476,8 @@ ngx_fleet_sio_stats_fetched(ngx_fleet_pg_query_t *q, PGresult *res)
 
     if (n) {
         n = fleet_json_compact(pkt, n, pkt);
-        msg = ngx_fleet_ws_msg(FLEET_WS_OP_TEXT, (u_char *) pkt, n, 0);
+        msg = r ? ngx_fleet_ws_msg(FLEET_WS_OP_TEXT, (u_char *) pkt, n, 0)
+                : NULL;
 
         if (msg) {
             d.msg = msg;
@@ -1477,6 +1488,16 @@ ngx_fleet_sio_stats_fetched(ngx_fleet_pg_query_t *q, PGresult *res)
 
             ngx_fleet_room_each(r, ngx_fleet_sio_deliver, &d);
             ngx_fleet_ws_msg_release(msg);
+        }
+
+        if (ngx_worker == 0) {
+            rooms = json_pack("[s]", "admin");
+
+            if (rooms) {
+                ngx_fleet_sio_polling_event(0, rooms, (u_char *) pkt, n,
+                                            NULL, 0);
+                json_decref(rooms);
+            }
         }
     }
 

@@ -82,6 +82,7 @@ void ngx_fleet_sio_polling_event(int64_t seq, json_t *rooms, u_char *pkt,
     size_t len, const char *owner, ngx_uint_t filtered);
 ngx_int_t ngx_fleet_sio_polling_exists(const char *sid);
 void ngx_fleet_sio_polling_probe(const char *sid);
+ngx_uint_t ngx_fleet_sio_polling_count(void);
 ngx_int_t ngx_fleet_sio_polling_upgrade(ngx_fleet_sio_conn_t *conn,
     ngx_pool_t *pool, ngx_array_t *rooms, ngx_array_t *pkts, int64_t *seqs);
 
