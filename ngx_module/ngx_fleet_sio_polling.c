@@ -487,14 +487,10 @@ ngx_fleet_sio_polling_get(ngx_fleet_api_t *api, const char *sid)
     if (s == NULL || s->upgraded || s->get_held) {
         ngx_shmtx_unlock(&ngx_fleet_sio_shpool->mutex);
 
-        /* engine.io answers a second GET by closing the session */
-        return ngx_fleet_send_text(api->request, NGX_HTTP_BAD_REQUEST,
-                   (u_char *) (s ? "{\"code\":3,\"message\":\"Bad request\"}"
-                                 : "{\"code\":1,\"message\":"
-                                   "\"Session ID unknown\"}"),
-                   s ? sizeof("{\"code\":3,\"message\":\"Bad request\"}") - 1
-                     : sizeof("{\"code\":1,\"message\":"
-                              "\"Session ID unknown\"}") - 1);
+        /* engine.io refuses a second GET too */
+        return s ? ngx_fleet_sio_refuse(api->request, 3, "Bad request")
+                 : ngx_fleet_sio_refuse(api->request, 1,
+                                        "Session ID unknown");
     }
 
     ngx_fleet_sio_touch(s);
@@ -904,10 +900,7 @@ ngx_fleet_sio_polling_post(ngx_fleet_api_t *api, const char *sid)
     if (s == NULL || s->upgraded || s->closed) {
         ngx_shmtx_unlock(&ngx_fleet_sio_shpool->mutex);
 
-        return ngx_fleet_send_text(api->request, NGX_HTTP_BAD_REQUEST,
-                   (u_char *) "{\"code\":1,\"message\":\"Session ID unknown\"}",
-                   sizeof("{\"code\":1,\"message\":\"Session ID unknown\"}")
-                   - 1);
+        return ngx_fleet_sio_refuse(api->request, 1, "Session ID unknown");
     }
 
     ngx_fleet_sio_touch(s);

@@ -81,8 +81,6 @@ typedef struct {
 } ngx_fleet_sio_delivery_t;
 
 
-static ngx_int_t ngx_fleet_sio_refuse(ngx_http_request_t *r, ngx_int_t code,
-    const char *message);
 static void ngx_fleet_sio_ws_start(ngx_event_t *ev);
 static void ngx_fleet_sio_ws_message(ngx_fleet_ws_t *ws, ngx_int_t opcode,
     u_char *data, size_t len);
@@ -229,7 +227,7 @@ ngx_fleet_api_socketio(ngx_fleet_api_t *api)
 
 /* engine.io's refusals: 400 {"code": N, "message": "..."} */
 
-static ngx_int_t
+ngx_int_t
 ngx_fleet_sio_refuse(ngx_http_request_t *r, ngx_int_t code,
     const char *message)
 {
@@ -1378,7 +1376,9 @@ ngx_fleet_sio_deliver(ngx_fleet_room_member_t *m, void *arg)
 
     sw->last_emit = d->emit;
 
-    if (sw->from_polling && d->seq && ngx_fleet_sio_seq_seen(sw->seqs, d->seq)) {
+    if (sw->from_polling && d->seq
+        && ngx_fleet_sio_seq_seen(sw->seqs, d->seq))
+    {
         return;
     }
 

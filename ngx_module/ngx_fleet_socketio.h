@@ -64,6 +64,8 @@ struct ngx_fleet_sio_conn_s {
 
 
 /* ngx_fleet_socketio.c */
+ngx_int_t ngx_fleet_sio_refuse(ngx_http_request_t *r, ngx_int_t code,
+    const char *message);
 ngx_int_t ngx_fleet_sio_packet(ngx_fleet_sio_conn_t *conn, u_char *data,
     size_t len);
 void ngx_fleet_sio_cancel_calls(ngx_fleet_sio_conn_t *conn);
