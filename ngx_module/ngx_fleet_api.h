@@ -13,6 +13,9 @@
 
 #define NGX_FLEET_API_MAX_CAPTURES  2
 
+/* a password field holds up to 1024 characters of up to 4 bytes each */
+#define NGX_FLEET_PASSWORD_BUF      (4 * 1024 + 1)
+
 /* ngx_fleet_route_t.json_body: 0 none, 1 a JSON object, or optional */
 #define NGX_FLEET_BODY_OPTIONAL     2
 

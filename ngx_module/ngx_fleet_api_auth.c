@@ -16,7 +16,7 @@
 typedef struct {
     ngx_fleet_api_t            *api;        /* NULL once the request is gone */
     json_t                     *user;
-    char                        password[1025];
+    char                        password[NGX_FLEET_PASSWORD_BUF];
     size_t                      password_len;
     char                        hash[FLEET_PASSWORD_HASH_MAX + 1];
     ngx_int_t                   match;
@@ -108,8 +108,9 @@ ngx_fleet_login_found(ngx_fleet_pg_query_t *q, PGresult *res)
 
     json_decref(j);
 
+    /* 1024 characters (the field's limit) of up to 4 bytes each fit */
     pw = ngx_fleet_api_string(api, "password");
-    lg->password_len = ngx_strlen(pw);
+    lg->password_len = ngx_min(ngx_strlen(pw), sizeof(lg->password) - 1);
     ngx_memcpy(lg->password, pw, lg->password_len);
 
     rc = ngx_fleet_login_verify(api, lg);
