@@ -591,7 +591,8 @@ ngx_fleet_api_call(ngx_fleet_api_t *api, ngx_fleet_pg_handler_pt handler,
     p = ngx_cpymem(sql, "SELECT ", sizeof("SELECT ") - 1);
 
     if (handler == NULL) {
-        p = ngx_cpymem(p, "* FROM fleet_http(", sizeof("* FROM fleet_http(") - 1);
+        p = ngx_cpymem(p, "* FROM fleet_http(",
+                       sizeof("* FROM fleet_http(") - 1);
     }
 
     if (guard) {

@@ -37,7 +37,7 @@ struct ngx_fleet_pw_job_s {
     ngx_fleet_api_t            *api;        /* NULL once the request is gone */
     ngx_fleet_pw_done_pt        done;
     ngx_uint_t                  iterations;
-    const char                 *changes;    /* PATCH /users/me: {name, email} */
+    const char                 *changes;    /* PATCH: {name, email} */
     char                        current[NGX_FLEET_PASSWORD_BUF];
     size_t                      current_len;
     char                        stored[FLEET_PASSWORD_HASH_MAX + 1];
