@@ -138,6 +138,29 @@ static const ngx_fleet_route_t  ngx_fleet_routes[] = {
     { NGX_HTTP_GET, "/api/v1/users/me",
       NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_users_me },
 
+    /* accounts (SPEC 9): ngx_fleet_api_users.c */
+
+    { NGX_HTTP_POST, "/api/v1/auth/register",
+      NGX_FLEET_AUTH_NONE, 1, ngx_fleet_api_register },
+
+    { NGX_HTTP_POST, "/api/v1/auth/logout",
+      NGX_FLEET_AUTH_USER, NGX_FLEET_BODY_OPTIONAL, ngx_fleet_api_logout },
+
+    { NGX_HTTP_PATCH, "/api/v1/users/me",
+      NGX_FLEET_AUTH_USER, 1, ngx_fleet_api_users_me_patch },
+
+    { NGX_HTTP_GET, "/api/v1/admin/users",
+      NGX_FLEET_AUTH_ADMIN, 0, ngx_fleet_api_admin_users },
+
+    { NGX_HTTP_PATCH, "/api/v1/admin/users/{}",
+      NGX_FLEET_AUTH_ADMIN, 1, ngx_fleet_api_admin_user_patch },
+
+    { NGX_HTTP_POST, "/api/v1/admin/maintenance",
+      NGX_FLEET_AUTH_ADMIN, 1, ngx_fleet_api_admin_maintenance },
+
+    { NGX_HTTP_GET, "/api/v1/admin/audit",
+      NGX_FLEET_AUTH_ADMIN, 0, ngx_fleet_api_admin_audit },
+
     { 0, NULL, 0, 0, NULL }
 };
 
@@ -529,37 +552,62 @@ ngx_fleet_api_cleanup(void *data)
  * SQL NULL).  Without a handler the answer goes through fleet_http() and
  * is sent as it is; a handler gets "SELECT fn(...)" raw.  Returns NGX_DONE,
  * or the response already sent when the database is unavailable.
+ *
+ * A request with a bearer token also has its token checked against the
+ * revocation list (logout, sql/005_users.sql) in that same statement, so
+ * the check costs no round trip: "CASE WHEN revoked THEN 401 ELSE fn(...)
+ * END" evaluates fn only for a token still valid, so a revoked token
+ * changes nothing.  Route functions return jsonb.
  */
 
 ngx_int_t
 ngx_fleet_api_call(ngx_fleet_api_t *api, ngx_fleet_pg_handler_pt handler,
     const char *call, ngx_uint_t n, ...)
 {
-    u_char                *sql;
+    u_char                *sql, *p;
     size_t                 len;
     va_list                args;
-    ngx_uint_t             i;
+    ngx_uint_t             i, guard;
     ngx_fleet_pg_query_t  *q;
 
     q = &api->query;
 
-    len = ngx_strlen(call) + sizeof("SELECT * FROM fleet_http()");
+    /* set only when the route took a bearer token */
+    guard = (api->claims.jti[0] != '\0');
+
+    if (n + guard > NGX_FLEET_PG_MAX_PARAMS) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_strlen(call) + sizeof("SELECT * FROM fleet_http()")
+          + sizeof("CASE WHEN fleet_token_revoked($NN) THEN "
+                   "fleet_token_refused() ELSE  END") - 1;
 
     sql = ngx_pnalloc(api->request->pool, len);
     if (sql == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (handler) {
-        (void) ngx_snprintf(sql, len, "SELECT %s%Z", call);
+    p = ngx_cpymem(sql, "SELECT ", sizeof("SELECT ") - 1);
+
+    if (handler == NULL) {
+        p = ngx_cpymem(p, "* FROM fleet_http(",
+                       sizeof("* FROM fleet_http(") - 1);
+    }
+
+    if (guard) {
+        p = ngx_sprintf(p, "CASE WHEN fleet_token_revoked($%ui) THEN "
+                        "fleet_token_refused() ELSE %s END", n + 1, call);
 
     } else {
-        (void) ngx_snprintf(sql, len, "SELECT * FROM fleet_http(%s)%Z", call);
+        p = ngx_sprintf(p, "%s", call);
     }
 
-    if (n > NGX_FLEET_PG_MAX_PARAMS) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (handler == NULL) {
+        *p++ = ')';
     }
+
+    *p = '\0';
 
     ngx_memzero(q, sizeof(ngx_fleet_pg_query_t));
 
@@ -569,8 +617,12 @@ ngx_fleet_api_call(ngx_fleet_api_t *api, ngx_fleet_pg_handler_pt handler,
     }
     va_end(args);
 
+    if (guard) {
+        q->params[n] = api->claims.jti;
+    }
+
     q->sql = (const char *) sql;
-    q->nparams = (int) n;
+    q->nparams = (int) (n + guard);
     q->handler = handler ? handler : ngx_fleet_api_http_done;
     q->data = api;
     q->log = api->request->connection->log;

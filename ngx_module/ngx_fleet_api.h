@@ -13,6 +13,9 @@
 
 #define NGX_FLEET_API_MAX_CAPTURES  2
 
+/* a password field holds up to 1024 characters of up to 4 bytes each */
+#define NGX_FLEET_PASSWORD_BUF      (4 * 1024 + 1)
+
 /* ngx_fleet_route_t.json_body: 0 none, 1 a JSON object, or optional */
 #define NGX_FLEET_BODY_OPTIONAL     2
 
@@ -78,6 +81,8 @@ ngx_int_t ngx_fleet_api_arg_int(ngx_fleet_api_t *api, const char *name,
     ngx_int_t *rc);
 ngx_int_t ngx_fleet_api_is_token(const char *s);
 const char *ngx_fleet_api_device_id(ngx_fleet_api_t *api, ngx_int_t *rc);
+ngx_int_t ngx_fleet_api_send_token(ngx_fleet_api_t *api, ngx_uint_t status,
+    json_t *user, const char *message);
 
 /* route handlers */
 ngx_int_t ngx_fleet_api_login(ngx_fleet_api_t *api);
@@ -109,6 +114,13 @@ ngx_int_t ngx_fleet_api_camera_list(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_camera_get(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_socketio(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_events_emit(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_register(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_logout(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_users_me_patch(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_admin_users(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_admin_user_patch(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_admin_maintenance(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_admin_audit(ngx_fleet_api_t *api);
 
 
 #endif /* _NGX_FLEET_API_H_INCLUDED_ */

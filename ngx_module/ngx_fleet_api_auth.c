@@ -16,7 +16,7 @@
 typedef struct {
     ngx_fleet_api_t            *api;        /* NULL once the request is gone */
     json_t                     *user;
-    char                        password[1025];
+    char                        password[NGX_FLEET_PASSWORD_BUF];
     size_t                      password_len;
     char                        hash[FLEET_PASSWORD_HASH_MAX + 1];
     ngx_int_t                   match;
@@ -30,6 +30,8 @@ static ngx_int_t ngx_fleet_login_verify(ngx_fleet_api_t *api,
 static void ngx_fleet_login_verified(ngx_fleet_login_t *lg);
 static ngx_int_t ngx_fleet_login_respond(ngx_fleet_api_t *api,
     ngx_fleet_login_t *lg);
+static void ngx_fleet_login_recorded(ngx_fleet_pg_query_t *q,
+    PGresult *res);
 static void ngx_fleet_login_cleanup(ngx_fleet_api_t *api);
 static void ngx_fleet_login_free(ngx_fleet_login_t *lg);
 #if (NGX_THREADS)
@@ -108,8 +110,9 @@ ngx_fleet_login_found(ngx_fleet_pg_query_t *q, PGresult *res)
 
     json_decref(j);
 
+    /* 1024 characters (the field's limit) of up to 4 bytes each fit */
     pw = ngx_fleet_api_string(api, "password");
-    lg->password_len = ngx_strlen(pw);
+    lg->password_len = ngx_min(ngx_strlen(pw), sizeof(lg->password) - 1);
     ngx_memcpy(lg->password, pw, lg->password_len);
 
     rc = ngx_fleet_login_verify(api, lg);
@@ -207,6 +210,7 @@ ngx_fleet_login_thread_done(ngx_event_t *ev)
 static void
 ngx_fleet_login_verified(ngx_fleet_login_t *lg)
 {
+    ngx_int_t         rc;
     ngx_fleet_api_t  *api;
 
     api = lg->api;
@@ -217,20 +221,20 @@ ngx_fleet_login_verified(ngx_fleet_login_t *lg)
         return;
     }
 
-    ngx_fleet_api_finish(api, ngx_fleet_login_respond(api, lg));
+    rc = ngx_fleet_login_respond(api, lg);
+
+    if (rc != NGX_DONE) {
+        ngx_fleet_api_finish(api, rc);
+    }
 }
 
 
 static ngx_int_t
 ngx_fleet_login_respond(ngx_fleet_api_t *api, ngx_fleet_login_t *lg)
 {
-    char                    token[FLEET_JWT_MAX_LEN];
-    json_t                 *out, *id, *role;
-    ngx_int_t               rc;
-    fleet_role_t            r;
-    ngx_fleet_main_conf_t  *fmcf;
+    json_t  *id;
 
-    fmcf = ngx_http_get_module_main_conf(api->request, ngx_fleet_module);
+    ngx_explicit_memzero(lg->password, sizeof(lg->password));
 
     if (lg->user == NULL || lg->match != 1) {
         ngx_fleet_metric_inc(NGX_FLEET_M_AUTH_FAILURES);
@@ -242,7 +246,77 @@ ngx_fleet_login_respond(ngx_fleet_api_t *api, ngx_fleet_login_t *lg)
     }
 
     id = json_object_get(lg->user, "id");
-    role = json_object_get(lg->user, "role");
+
+    if (!json_is_string(id)) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* recorded and announced (user:logged_in) before the answer; the
+     * token carries the role as stored now */
+    return ngx_fleet_api_call(api, ngx_fleet_login_recorded,
+                              "fleet_user_logged_in($1)", 1,
+                              json_string_value(id));
+}
+
+
+static void
+ngx_fleet_login_recorded(ngx_fleet_pg_query_t *q, PGresult *res)
+{
+    json_t           *j, *user;
+    ngx_int_t         rc;
+    ngx_fleet_api_t  *api;
+
+    api = q->data;
+
+    if (res == NULL) {
+        ngx_fleet_api_finish(api, ngx_fleet_api_unavailable(api));
+        return;
+    }
+
+    j = ngx_fleet_api_sql_value(api, res);
+    if (j == NULL) {
+        ngx_fleet_api_finish(api, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    user = json_object_get(json_object_get(j, "data"), "user");
+
+    if (json_is_object(user)) {
+        ngx_fleet_metric_inc(NGX_FLEET_M_LOGINS);
+        rc = ngx_fleet_api_send_token(api, NGX_HTTP_OK, user,
+                                      "Login successful");
+
+    } else {
+        /* the account went away while its password was checked */
+        rc = ngx_fleet_api_send_sql_json(api, res);
+    }
+
+    json_decref(j);
+
+    ngx_fleet_api_finish(api, rc);
+}
+
+
+/*
+ * login's answer, registration's too: a new token for user {id, email,
+ * name, role} in {"success", "data": {token, token_type, expires_in,
+ * user}, "message"}.
+ */
+
+ngx_int_t
+ngx_fleet_api_send_token(ngx_fleet_api_t *api, ngx_uint_t status,
+    json_t *user, const char *message)
+{
+    char                    token[FLEET_JWT_MAX_LEN];
+    json_t                 *out, *id, *role;
+    ngx_int_t               rc;
+    fleet_role_t            r;
+    ngx_fleet_main_conf_t  *fmcf;
+
+    fmcf = ngx_http_get_module_main_conf(api->request, ngx_fleet_module);
+
+    id = json_object_get(user, "id");
+    role = json_object_get(user, "role");
     r = json_is_string(role) ? fleet_role_parse(json_string_value(role))
                              : FLEET_ROLE_NONE;
 
@@ -254,21 +328,19 @@ ngx_fleet_login_respond(ngx_fleet_api_t *api, ngx_fleet_login_t *lg)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_fleet_metric_inc(NGX_FLEET_M_LOGINS);
-
     out = json_pack("{s:b, s:{s:s, s:s, s:I, s:O}, s:s}",
                     "success", 1,
                     "data",
                       "token", token,
                       "token_type", "Bearer",
                       "expires_in", (json_int_t) fmcf->jwt_ttl,
-                      "user", lg->user,
-                    "message", "Login successful");
+                      "user", user,
+                    "message", message);
     if (out == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_fleet_send_json(api->request, NGX_HTTP_OK, out);
+    rc = ngx_fleet_send_json(api->request, status, out);
     json_decref(out);
 
     return rc;

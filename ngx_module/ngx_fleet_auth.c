@@ -6,6 +6,8 @@
 
 #include <openssl/rand.h>
 
+#include "fleet_sig.h"
+
 
 static ngx_int_t ngx_fleet_auth_token(ngx_http_request_t *r, ngx_str_t *tok);
 static ngx_int_t ngx_fleet_auth_subprotocol(ngx_http_request_t *r,
@@ -39,6 +41,7 @@ ngx_fleet_auth_bearer(ngx_http_request_t *r, fleet_jwt_claims_t *claims,
                           (long long) ngx_time(), claims);
 
     if (rc == FLEET_JWT_OK) {
+        ngx_fleet_auth_token_key(tok.data, tok.len, claims);
         return NGX_OK;
     }
 
@@ -167,4 +170,28 @@ ngx_fleet_auth_issue(ngx_http_request_t *r, const char *sub,
                           (long long) now + fmcf->jwt_ttl,
                           fmcf->jwt_secret.data, fmcf->jwt_secret.len,
                           out, size);
+}
+
+
+/*
+ * The key a token is revoked by (logout, SQL revoked_tokens): its jti.
+ * Tokens this module issues always have one; an external issuer's token
+ * without one gets "sha256:" and the first 48 hex digits of its digest in
+ * claims->jti instead, so it can be revoked all the same.
+ */
+
+void
+ngx_fleet_auth_token_key(const u_char *token, size_t len,
+    fleet_jwt_claims_t *claims)
+{
+    char  hex[FLEET_SHA256_HEX_LEN + 1];
+
+    if (claims->jti[0] != '\0') {
+        return;
+    }
+
+    fleet_sig_hex(token, len, (const unsigned char *) "", 0, hex);
+
+    (void) ngx_snprintf((u_char *) claims->jti, sizeof(claims->jti),
+                        "sha256:%*s%Z", (size_t) 48, hex);
 }

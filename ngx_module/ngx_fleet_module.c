@@ -97,6 +97,13 @@ static ngx_command_t  ngx_fleet_commands[] = {
       offsetof(ngx_fleet_main_conf_t, password_iterations),
       &ngx_fleet_iterations_bounds },
 
+    { ngx_string("fleet_registration"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, registration),
+      NULL },
+
     { ngx_string("fleet_command_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
@@ -278,6 +285,7 @@ ngx_fleet_create_main_conf(ngx_conf_t *cf)
     fmcf->pg_max_waiting = NGX_CONF_UNSET_UINT;
     fmcf->jwt_ttl = NGX_CONF_UNSET;
     fmcf->password_iterations = NGX_CONF_UNSET_UINT;
+    fmcf->registration = NGX_CONF_UNSET;
     fmcf->command_timeout = NGX_CONF_UNSET;
     fmcf->sse_heartbeat = NGX_CONF_UNSET_MSEC;
     fmcf->sse_max_buffered = NGX_CONF_UNSET_SIZE;
@@ -302,6 +310,7 @@ ngx_fleet_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(fmcf->pg_max_waiting, 1024);
     ngx_conf_init_value(fmcf->jwt_ttl, 3600);
     ngx_conf_init_uint_value(fmcf->password_iterations, 600000);
+    ngx_conf_init_value(fmcf->registration, 1);
     ngx_conf_init_value(fmcf->command_timeout, 30);
     ngx_conf_init_msec_value(fmcf->sse_heartbeat, 15000);
     ngx_conf_init_size_value(fmcf->sse_max_buffered, (size_t) 1024 * 1024);

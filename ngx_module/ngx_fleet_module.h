@@ -18,7 +18,7 @@
 
 #define NGX_FLEET_VERSION            "0.1.0"
 #define NGX_FLEET_MAX_WORKERS        64
-#define NGX_FLEET_PG_MAX_PARAMS      8
+#define NGX_FLEET_PG_MAX_PARAMS      10
 #define NGX_FLEET_NOTIFY_CHANNEL     "fleet_events"
 
 
@@ -57,6 +57,7 @@ typedef struct {
     ngx_str_t                   jwt_secret;
     time_t                      jwt_ttl;
     ngx_uint_t                  password_iterations;
+    ngx_flag_t                  registration;
     time_t                      command_timeout;
     ngx_msec_t                  sse_heartbeat;
     size_t                      sse_max_buffered;
@@ -176,6 +177,8 @@ ngx_int_t ngx_fleet_auth_bearer(ngx_http_request_t *r,
     fleet_jwt_claims_t *claims, const char **code, const char **message);
 size_t ngx_fleet_auth_issue(ngx_http_request_t *r, const char *sub,
     fleet_role_t role, char *out, size_t size);
+void ngx_fleet_auth_token_key(const u_char *token, size_t len,
+    fleet_jwt_claims_t *claims);
 
 /* ngx_fleet_api.c */
 ngx_int_t ngx_fleet_api_handler(ngx_http_request_t *r);

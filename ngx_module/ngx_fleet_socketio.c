@@ -740,6 +740,11 @@ ngx_fleet_sio_connect(ngx_fleet_sio_conn_t *conn, fleet_sio_packet_t *p)
                               (long long) ngx_time(), &claims);
 
         if (rc == FLEET_JWT_OK) {
+            /* the token's revocation key goes in the room's place: a
+             * logged-out token is refused (sql/005_users.sql) */
+            ngx_fleet_auth_token_key((u_char *) json_string_value(tok),
+                                     json_string_length(tok), &claims);
+
             json_decref(auth);
 
             ngx_cpystrn((u_char *) conn->user_id, (u_char *) claims.sub,
@@ -749,8 +754,8 @@ ngx_fleet_sio_connect(ngx_fleet_sio_conn_t *conn, fleet_sio_packet_t *p)
             (void) conn->ops->sync(conn);
 
             return ngx_fleet_sio_call(conn, NGX_FLEET_SIO_CALL_CONNECT, -1,
-                                      "SELECT fleet_sio_connect($1, $2)",
-                                      NULL, 0);
+                                      "SELECT fleet_sio_connect($1, $2, $3)",
+                                      claims.jti, ngx_strlen(claims.jti));
         }
 
         why = fleet_jwt_strerror(rc);
