@@ -230,6 +230,37 @@ struct bridge_commands {
     struct cmd_inflight inflight[BRIDGE_CMD_INFLIGHT_MAX];
 };
 
+/* ---- payment-status publishing and expiry (bridge_payments.c) ---- */
+
+#define BRIDGE_PAY_CLAIM_MAX      100   /* rows per fleet_payment_events_claim */
+#define BRIDGE_PAY_INFLIGHT_MAX   256   /* publishes waiting for PUBACK */
+#define BRIDGE_PAY_SWEEP_MS       1000
+#define BRIDGE_PAY_EXPIRE_MS      1000
+
+/* a claimed payment event published QoS 1, waiting for its PUBACK */
+struct pay_inflight {
+    int    mid;                         /* 0: free slot */
+    char  *event_id;
+};
+
+struct bridge_payments {
+    int64_t             next_sweep_at;
+    int64_t             next_expire_at;
+    int                 sweep_wanted;   /* nudge, reconnect, expiry, full claim */
+    int                 sweep_busy;     /* claim query in flight */
+    int                 sweep_failing;
+    int                 expire_busy;
+    int                 expire_failing;
+    int                 pg_up;          /* last seen states, to notice */
+    int                 mqtt_up;        /* (re)connects */
+    int                 no_secret_logged;
+    size_t              ninflight;
+    uint64_t            published;      /* mosquitto_publish accepted */
+    uint64_t            sent;           /* PUBACK, marked published */
+    uint64_t            expired;        /* payments the timer cancelled */
+    struct pay_inflight inflight[BRIDGE_PAY_INFLIGHT_MAX];
+};
+
 struct bridge_counters {
     uint64_t  stored;
     uint64_t  dropped_bad_signature;
@@ -252,6 +283,7 @@ struct bridge {
     struct bridge_sock     sock;
     struct bridge_ingest   ing;
     struct bridge_commands cmd;
+    struct bridge_payments pay;
 };
 
 
@@ -300,6 +332,18 @@ int bridge_commands_publish_done(struct bridge *b, int mid);
 /* the broker connection is gone: release the claims still unacknowledged */
 void bridge_commands_mqtt_lost(struct bridge *b);
 void bridge_commands_shutdown(struct bridge *b);
+
+/* payment-status publishing (claim, sign, publish QoS 1) and expiry */
+void bridge_payments_tick(struct bridge *b, int64_t now);
+void bridge_payments_prepare(struct bridge *b, struct pollset *ps,
+    int64_t now);
+/* {"op":"payments_pending"}: sweep as soon as possible */
+void bridge_payments_wanted(struct bridge *b);
+/* on_publish: 1 when mid was a payment-status publish (then handled) */
+int bridge_payments_publish_done(struct bridge *b, int mid);
+/* the broker connection is gone: release the claims still unacknowledged */
+void bridge_payments_mqtt_lost(struct bridge *b);
+void bridge_payments_shutdown(struct bridge *b);
 
 int bridge_sock_open(struct bridge *b);
 void bridge_sock_prepare(struct bridge *b, struct pollset *ps, int64_t now);

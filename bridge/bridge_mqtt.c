@@ -257,8 +257,11 @@ on_publish(struct mosquitto *mosq, void *ud, int mid)
 
     b->mqtt_out++;
 
-    /* mids are unique per instance: a command's or a socket client's */
-    if (!bridge_commands_publish_done(b, mid)) {
+    /* mids are unique per instance: a command's, a payment status's or a
+     * socket client's */
+    if (!bridge_commands_publish_done(b, mid)
+        && !bridge_payments_publish_done(b, mid))
+    {
         bridge_sock_publish_done(b, mid);
     }
 }
@@ -321,6 +324,7 @@ mqtt_teardown(struct bridge *b, int64_t now)
     mqtt_destroy_instance(b);
     bridge_sock_fail_pending(b, "mqtt disconnected");
     bridge_commands_mqtt_lost(b);
+    bridge_payments_mqtt_lost(b);
     b->mqtt.retry_at = now + delay;
 }
 

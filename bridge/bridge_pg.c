@@ -442,7 +442,9 @@ send_heartbeat(struct bridge *b)
                  "\"stored\":%llu,\"dropped_bad_signature\":%llu,"
                  "\"dropped_invalid\":%llu,\"dropped_rejected\":%llu,"
                  "\"unhandled\":%llu,\"queue_len\":%zu,"
-                 "\"commands_published\":%llu,\"commands_sent\":%llu}",
+                 "\"commands_published\":%llu,\"commands_sent\":%llu,"
+                 "\"payments_published\":%llu,\"payments_sent\":%llu,"
+                 "\"payments_expired\":%llu}",
                  bridge_mqtt_connected(b) ? "true" : "false",
                  (unsigned long long) b->mqtt_in,
                  (unsigned long long) b->mqtt_out,
@@ -453,7 +455,10 @@ send_heartbeat(struct bridge *b)
                  (unsigned long long) b->cnt.unhandled,
                  bridge_ingest_queue_len(b),
                  (unsigned long long) b->cmd.published,
-                 (unsigned long long) b->cmd.sent);
+                 (unsigned long long) b->cmd.sent,
+                 (unsigned long long) b->pay.published,
+                 (unsigned long long) b->pay.sent,
+                 (unsigned long long) b->pay.expired);
 
     /* cannot happen with these 20-digit counters, but never send cut JSON */
     if (n < 0 || (size_t) n >= sizeof(status)) {

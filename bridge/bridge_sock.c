@@ -11,7 +11,8 @@
  *         "bridge_id":"...","mqtt_in":N,"mqtt_out":N,"stored":N,
  *         "dropped_bad_signature":N,"dropped_invalid":N,
  *         "dropped_rejected":N,"unhandled":N,"queue_len":N,
- *         "commands_published":N,"commands_sent":N}
+ *         "commands_published":N,"commands_sent":N,
+ *         "payments_published":N,"payments_sent":N,"payments_expired":N}
  *
  *   {"op":"publish","id":N,"topic":"device/x/command","qos":0|1,
  *    "retain":false,"payload":"<string>"}
@@ -28,6 +29,10 @@
  *     -> {"op":"commands_pending","id":N,"ok":true}
  *     a worker created command rows: sweep for PENDING rows at once (the
  *     sweep runs every second anyway; this is only the fast path)
+ *
+ *   {"op":"payments_pending","id":N}
+ *     -> {"op":"payments_pending","id":N,"ok":true}
+ *     a worker changed a payment's status: publish its event rows at once
  *
  *   any other op         -> {"op":"error","id":N,"error":"unknown op"}
  *   unparsable line      -> {"op":"error","error":"bad request"}
@@ -394,7 +399,7 @@ static void
 handle_ping(struct bridge *b, struct sock_client *c, json_t *id)
 {
     client_send(c, json_pack("{s:s, s:O*, s:b, s:b, s:s, s:I, s:I, s:I, s:I,"
-                             " s:I, s:I, s:I, s:I, s:I, s:I}",
+                             " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
                              "op", "pong", "id", id,
                              "mqtt", bridge_mqtt_connected(b),
                              "pg", bridge_pg_connected(b),
@@ -413,7 +418,12 @@ handle_ping(struct bridge *b, struct sock_client *c, json_t *id)
                              (json_int_t) bridge_ingest_queue_len(b),
                              "commands_published",
                              (json_int_t) b->cmd.published,
-                             "commands_sent", (json_int_t) b->cmd.sent));
+                             "commands_sent", (json_int_t) b->cmd.sent,
+                             "payments_published",
+                             (json_int_t) b->pay.published,
+                             "payments_sent", (json_int_t) b->pay.sent,
+                             "payments_expired",
+                             (json_int_t) b->pay.expired));
 }
 
 
@@ -536,6 +546,12 @@ handle_line(struct bridge *b, struct sock_client *c, const char *line,
         /* the fast path: the sweep runs anyway every second */
         bridge_commands_wanted(b);
         client_send(c, json_pack("{s:s, s:O*, s:b}", "op", "commands_pending",
+                                 "id", id, "ok", 1));
+
+    } else if (op != NULL && strcmp(op, "payments_pending") == 0) {
+        /* the same for payment status changes */
+        bridge_payments_wanted(b);
+        client_send(c, json_pack("{s:s, s:O*, s:b}", "op", "payments_pending",
                                  "id", id, "ok", 1));
 
     } else {

@@ -714,6 +714,7 @@ prepare_iteration(struct bridge *b, struct pollset *ps, int64_t now)
     bridge_pg_prepare(b, ps, now);
     bridge_ingest_prepare(b, ps, now);
     bridge_commands_prepare(b, ps, now);
+    bridge_payments_prepare(b, ps, now);
 }
 
 
@@ -772,6 +773,7 @@ run_loop(struct bridge *b, const sigset_t *wait_mask)
         bridge_pg_tick(b, now);
         bridge_ingest_tick(b, now);
         bridge_commands_tick(b, now);
+        bridge_payments_tick(b, now);
         prepare_iteration(b, &ps, now);
 
         if (b->draining) {
@@ -902,11 +904,13 @@ main(int argc, char **argv)
     bridge_pg_shutdown(&b);
     bridge_ingest_shutdown(&b);
     bridge_commands_shutdown(&b);
+    bridge_payments_shutdown(&b);
 
     mosquitto_lib_cleanup();
     blog(BLOG_INFO, "stopped (mqtt in %llu, out %llu, stored %llu, dropped: "
          "bad signature %llu, invalid %llu, rejected %llu; unhandled %llu; "
-         "commands published %llu, sent %llu)",
+         "commands published %llu, sent %llu; payment statuses published "
+         "%llu, sent %llu; payments expired %llu)",
          (unsigned long long) b.mqtt_in, (unsigned long long) b.mqtt_out,
          (unsigned long long) b.cnt.stored,
          (unsigned long long) b.cnt.dropped_bad_signature,
@@ -914,7 +918,10 @@ main(int argc, char **argv)
          (unsigned long long) b.cnt.dropped_rejected,
          (unsigned long long) b.cnt.unhandled,
          (unsigned long long) b.cmd.published,
-         (unsigned long long) b.cmd.sent);
+         (unsigned long long) b.cmd.sent,
+         (unsigned long long) b.pay.published,
+         (unsigned long long) b.pay.sent,
+         (unsigned long long) b.pay.expired);
     options_free(&b.opt, default_id);
 
     return rc == 0 ? 0 : 1;

@@ -44,6 +44,33 @@ static const ngx_fleet_route_t  ngx_fleet_routes[] = {
     { NGX_HTTP_POST, "/api/v1/device-event-logs/uploads",
       NGX_FLEET_AUTH_DEVICE, 1, ngx_fleet_api_upload_logs },
 
+    /* payments (SPEC 8, seed 004): devices create and poll, the gateway
+     * confirms (x-webhook-signature), admins confirm or cancel, users read
+     * their own */
+
+    { NGX_HTTP_POST, "/api/v1/payment-gateway/payments",
+      NGX_FLEET_AUTH_DEVICE, 1, ngx_fleet_api_payment_create },
+
+    { NGX_HTTP_GET, "/api/v1/payment-gateway/payments/{}/status",
+      NGX_FLEET_AUTH_DEVICE, 0, ngx_fleet_api_payment_status },
+
+    { NGX_HTTP_POST, "/api/v1/payment-gateway/webhook",
+      NGX_FLEET_AUTH_WEBHOOK, 1, ngx_fleet_api_payment_webhook },
+
+    { NGX_HTTP_POST, "/api/v1/payment-gateway/payments/{}/confirm",
+      NGX_FLEET_AUTH_ADMIN, NGX_FLEET_BODY_OPTIONAL,
+      ngx_fleet_api_payment_confirm },
+
+    { NGX_HTTP_POST, "/api/v1/payment-gateway/payments/{}/cancel",
+      NGX_FLEET_AUTH_ADMIN, NGX_FLEET_BODY_OPTIONAL,
+      ngx_fleet_api_payment_cancel },
+
+    { NGX_HTTP_GET, "/api/v1/payment-gateway/payments",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_payments_list },
+
+    { NGX_HTTP_GET, "/api/v1/payment-gateway/payments/{}",
+      NGX_FLEET_AUTH_USER, 0, ngx_fleet_api_payment_get },
+
     /* web (bearer token) */
 
     { NGX_HTTP_POST, "/api/v1/devices/claim",
@@ -501,6 +528,9 @@ ngx_fleet_api_authenticate(ngx_fleet_api_t *api, ngx_int_t *rc)
         }
 
         return NGX_OK;
+
+    case NGX_FLEET_AUTH_WEBHOOK:
+        return ngx_fleet_api_webhook_auth(api, rc);
 
     default:
         return NGX_OK;

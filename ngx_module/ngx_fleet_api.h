@@ -34,7 +34,8 @@ typedef enum {
     NGX_FLEET_AUTH_NONE = 0,
     NGX_FLEET_AUTH_DEVICE,
     NGX_FLEET_AUTH_USER,
-    NGX_FLEET_AUTH_ADMIN
+    NGX_FLEET_AUTH_ADMIN,
+    NGX_FLEET_AUTH_WEBHOOK      /* x-webhook-signature (SPEC 8) */
 } ngx_fleet_auth_e;
 
 
@@ -121,6 +122,16 @@ ngx_int_t ngx_fleet_api_admin_users(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_admin_user_patch(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_admin_maintenance(ngx_fleet_api_t *api);
 ngx_int_t ngx_fleet_api_admin_audit(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_payment_create(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_payment_status(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_payment_webhook(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_payment_confirm(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_payment_cancel(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_payment_get(ngx_fleet_api_t *api);
+ngx_int_t ngx_fleet_api_payments_list(ngx_fleet_api_t *api);
+
+/* NGX_OK, or NGX_DECLINED with the 401 sent and its result in *rc */
+ngx_int_t ngx_fleet_api_webhook_auth(ngx_fleet_api_t *api, ngx_int_t *rc);
 
 
 #endif /* _NGX_FLEET_API_H_INCLUDED_ */

@@ -167,6 +167,48 @@ static ngx_command_t  ngx_fleet_commands[] = {
       offsetof(ngx_fleet_main_conf_t, ws_message_burst),
       NULL },
 
+    { ngx_string("fleet_promptpay_biller_id"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, promptpay_biller_id),
+      NULL },
+
+    { ngx_string("fleet_promptpay_merchant_ref"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, promptpay_merchant_ref),
+      NULL },
+
+    { ngx_string("fleet_payment_reference_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, payment_reference_prefix),
+      NULL },
+
+    { ngx_string("fleet_payment_webhook_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_fleet_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, payment_webhook_secret),
+      NULL },
+
+    { ngx_string("fleet_payment_webhook_secret_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_fleet_secret_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, payment_webhook_secret),
+      NULL },
+
+    { ngx_string("fleet_payment_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_fleet_main_conf_t, payment_ttl),
+      NULL },
+
 #if (NGX_THREADS)
     { ngx_string("fleet_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -295,6 +337,7 @@ ngx_fleet_create_main_conf(ngx_conf_t *cf)
     fmcf->ws_message_rate = NGX_CONF_UNSET_UINT;
     fmcf->ws_message_burst = NGX_CONF_UNSET_UINT;
     fmcf->sio_zone_size = NGX_CONF_UNSET_SIZE;
+    fmcf->payment_ttl = NGX_CONF_UNSET;
 
     return fmcf;
 }
@@ -367,6 +410,10 @@ ngx_fleet_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 #endif
+    }
+
+    if (ngx_fleet_payments_init_conf(cf, fmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (ngx_fleet_sio_polling_init_zone(cf) != NGX_OK) {

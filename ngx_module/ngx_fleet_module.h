@@ -67,6 +67,11 @@ typedef struct {
     ngx_uint_t                  ws_message_rate;
     ngx_uint_t                  ws_message_burst;
     size_t                      sio_zone_size;
+    ngx_str_t                   promptpay_biller_id;
+    ngx_str_t                   promptpay_merchant_ref;
+    ngx_str_t                   payment_reference_prefix;
+    ngx_str_t                   payment_webhook_secret;
+    time_t                      payment_ttl;
     ngx_shm_zone_t             *metrics_zone;
     ngx_uint_t                  api_used;
 #if (NGX_THREADS)
@@ -194,6 +199,10 @@ void ngx_fleet_streams_event(const char *type, json_t *j,
 void ngx_fleet_socketio_event(const char *type, json_t *j,
     ngx_str_t *payload);
 ngx_int_t ngx_fleet_sio_polling_init_zone(ngx_conf_t *cf);
+
+/* ngx_fleet_api_payments.c */
+char *ngx_fleet_payments_init_conf(ngx_conf_t *cf,
+    ngx_fleet_main_conf_t *fmcf);
 
 /* ngx_fleet_ops.c */
 ngx_int_t ngx_fleet_healthz_handler(ngx_http_request_t *r);

@@ -8,7 +8,9 @@ package FleetStack;
 #   $s->check_error($tx, 401, 'INVALID_SIGNATURE', '/api/v1/devices/need-register');
 #
 # Options: workers (2), max_body (65536), extra_http, extra_server,
-# device_secret, jwt_secret, no_bridge, pool_size (fleet_pg_pool_size, 4),
+# device_secret, jwt_secret, webhook_secret (fleet_payment_webhook_secret),
+# biller_id and merchant_ref (fleet_promptpay_*), no_bridge, pool_size
+# (fleet_pg_pool_size, 4),
 # durable (PostgreSQL with fsync, for benchmarks), no_nginx (harness
 # development only), worker_connections (4096; worker_rlimit_nofile follows).
 # Environment: FLEET_BUILD (build dir, default <repo>/build), FLEET_PG_TEMPLATE
@@ -30,7 +32,7 @@ BEGIN { $ENV{MOJO_REACTOR} //= 'Mojo::Reactor::Poll' }
 use Carp qw(croak);
 use Cwd qw(abs_path);
 use DBI;
-use Digest::SHA qw(sha256_hex hmac_sha256);
+use Digest::SHA qw(sha256_hex hmac_sha256 hmac_sha256_hex);
 use File::Basename qw(dirname);
 use File::Path qw(make_path remove_tree);
 use File::Spec;
@@ -62,6 +64,9 @@ sub new {
         max_body      => $opt{max_body} // 65536,
         device_secret => $opt{device_secret} // _rand_hex(16),
         jwt_secret    => $opt{jwt_secret} // _rand_hex(32),
+        webhook_secret => $opt{webhook_secret} // _rand_hex(16),
+        biller_id     => $opt{biller_id} // '010556218135403',
+        merchant_ref  => $opt{merchant_ref} // 'CATCARWASH',
         camera_key    => _rand_hex(16),
         build         => $ENV{FLEET_BUILD} // "$ROOT/build",
         children      => {},      # name => pid (direct children)
@@ -113,6 +118,9 @@ sub http_port     { $_[0]{http_port} }
 sub device_secret { $_[0]{device_secret} }
 sub jwt_secret    { $_[0]{jwt_secret} }
 sub camera_api_key { $_[0]{camera_key} }
+sub payment_webhook_secret { $_[0]{webhook_secret} }
+sub promptpay_biller_id { $_[0]{biller_id} }
+sub promptpay_merchant_ref { $_[0]{merchant_ref} }
 sub admin_email   { $ADMIN_EMAIL }
 sub admin_password { $ADMIN_PASSWORD }
 sub admin_id      { $_[0]{admin_id} }
@@ -174,6 +182,22 @@ sub signed_get {
     my %h = ('x-signature' => $self->sign($path_query), %headers);
     delete $h{$_} for grep { !defined $h{$_} } keys %h;
     return $self->ua->get($self->url($path_query) => \%h);
+}
+
+# x-webhook-signature for a payment webhook body (SPEC 8)
+sub webhook_sign {
+    my ($self, $bytes, $secret) = @_;
+    return 'sha256=' . hmac_sha256_hex($bytes, $secret // $self->{webhook_secret});
+}
+
+# webhook_post($body, %headers): the gateway's call, signed unless an
+# x-webhook-signature is given (undef: left out)
+sub webhook_post {
+    my ($self, $body, %headers) = @_;
+    my %h = ('Content-Type' => 'application/json',
+             'x-webhook-signature' => $self->webhook_sign($body), %headers);
+    delete $h{$_} for grep { !defined $h{$_} } keys %h;
+    return $self->ua->post($self->url('/api/v1/payment-gateway/webhook') => \%h => $body);
 }
 
 sub post_json {
@@ -490,6 +514,9 @@ sub _render_nginx_conf {
         MAX_BODY      => $self->{max_body},
         POOL_SIZE     => $self->{opt}{pool_size} // 4,
         COMMAND_TIMEOUT => $ENV{FLEET_COMMAND_TIMEOUT_S} // 30,
+        PROMPTPAY_BILLER_ID => $self->{biller_id},
+        PROMPTPAY_MERCHANT_REF => $self->{merchant_ref},
+        PAYMENT_WEBHOOK_SECRET => $self->{webhook_secret},
         PORT          => $self->{http_port},
         EXTRA_SERVER  => $self->{opt}{extra_server} // '',
         EXTRA_HTTP    => $self->{opt}{extra_http} // '',
