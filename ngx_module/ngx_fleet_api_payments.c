@@ -678,7 +678,7 @@ ngx_fleet_payments_init_conf(ngx_conf_t *cf, ngx_fleet_main_conf_t *fmcf)
 {
     ngx_conf_init_value(fmcf->payment_ttl, 1800);
 
-    if (fmcf->payment_ttl < 1 || fmcf->payment_ttl > 7 * 86400) {
+    if (fmcf->payment_ttl < 1 || fmcf->payment_ttl > (time_t) 7 * 86400) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"fleet_payment_ttl\" must be between 1s and 7d");
         return NGX_CONF_ERROR;

@@ -15,6 +15,7 @@ system("openssl req -x509 -newkey rsa:2048 -nodes -keyout $d/k.pem -out $d/c.pem
     or BAIL_OUT('openssl cannot make a test certificate');
 open my $fh, '>', "$d/jwt.secret" or die; print $fh 'x' x 40, "\n"; close $fh;
 open $fh, '>', "$d/device.secret" or die; print $fh "modernchabackdoor\n"; close $fh;
+open $fh, '>', "$d/webhook.secret" or die; print $fh "whsec-0123456789abcdef\n"; close $fh;
 
 open $fh, '<', "$root/nginx.conf.example" or die "nginx.conf.example: $!";
 my $conf = do { local $/; <$fh> };
@@ -25,6 +26,7 @@ $conf =~ s{load_module modules/ngx_fleet_module\.so;}
     or fail('the example loads the module');
 $conf =~ s{/etc/fleetgate/jwt\.secret}{$d/jwt.secret};
 $conf =~ s{/etc/fleetgate/device\.secret}{$d/device.secret};
+$conf =~ s{/etc/fleetgate/payment-webhook\.secret}{$d/webhook.secret};
 $conf =~ s{/etc/ssl/fleet\.crt}{$d/c.pem};
 $conf =~ s{/etc/ssl/fleet\.key}{$d/k.pem};
 $conf =~ s{listen 443 ssl;}{listen 127.0.0.1:1 ssl;};

@@ -558,5 +558,43 @@ ok wait_for(5, sub { (events_of($dc))[0]{published} }), 'and marked published';
         or diag $line;
 }
 
+# ======================================================================
+# configuration: what goes into the QR is checked when nginx starts
+
+{
+    my $d = $s->dir . '/conf-check';
+    mkdir $d;
+    my $so = ($ENV{FLEET_BUILD} // "$FindBin::Bin/../build") . '/nginx/objs/ngx_fleet_module.so';
+    my $pre = $ENV{FLEET_NGINX_PRELOAD} ? "LD_PRELOAD=$ENV{FLEET_NGINX_PRELOAD} " : '';
+    my $nginx_t = sub {
+        my $http = shift;
+        open my $fh, '>', "$d/nginx.conf" or die;
+        print $fh "load_module $so;\nerror_log $d/error.log;\npid $d/nginx.pid;\nevents {}\n"
+            . "http {\n client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;"
+            . " uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi; access_log off;\n $http\n}\n";
+        close $fh;
+        my $out = qx{${pre}/usr/sbin/nginx -t -p $d/ -c $d/nginx.conf -e $d/error.log 2>&1};
+        return ($? == 0, $out);
+    };
+    my ($ok, $out) = $nginx_t->('fleet_promptpay_biller_id 010556218135403; fleet_promptpay_merchant_ref CATCARWASH;'
+        . ' fleet_payment_webhook_secret 0123456789abcdef; fleet_payment_ttl 15m;');
+    ok $ok, 'a complete payments configuration passes nginx -t' or diag $out;
+    for my $case (
+        [ 'fleet_promptpay_biller_id 010556218135403;', '"fleet_promptpay_biller_id" and "fleet_promptpay_merchant_ref" go together' ],
+        [ 'fleet_promptpay_biller_id 0105562181354030; fleet_promptpay_merchant_ref CATCARWASH;',
+          '"fleet_promptpay_biller_id" must be 1 to 15 upper-case letters or digits' ],
+        [ 'fleet_promptpay_biller_id 010556218135403; fleet_promptpay_merchant_ref catcarwash;',
+          '"fleet_promptpay_merchant_ref" must be 1 to 20 upper-case letters or digits' ],
+        [ 'fleet_payment_reference_prefix CAR-WASH;', '"fleet_payment_reference_prefix" must be 1 to 6 upper-case letters or digits' ],
+        [ 'fleet_payment_webhook_secret short;', '"fleet_payment_webhook_secret" must be at least 16 bytes' ],
+        [ 'fleet_payment_webhook_secret 0123456789abcdef; fleet_payment_webhook_secret 0123456789abcdef;', 'is duplicate' ],
+        [ 'fleet_payment_ttl 0;', '"fleet_payment_ttl" must be between 1s and 7d' ],
+        [ 'fleet_payment_ttl 8d;', '"fleet_payment_ttl" must be between 1s and 7d' ],
+    ) {
+        my ($good, $text) = $nginx_t->($case->[0]);
+        ok !$good && $text =~ /\Q$case->[1]\E/, "nginx -t refuses: $case->[1]" or diag $text;
+    }
+}
+
 $s->assert_no_crash;
 done_testing;
