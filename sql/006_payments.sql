@@ -275,7 +275,8 @@ END
 $$;
 
 
--- POST /api/v1/payment-gateway/payments/{chargeId}/confirm and /cancel
+-- POST /api/v1/payment-gateway/payments/{chargeId}/confirm and /cancel.
+-- A change is in the admin audit log (005) with its admin:action.
 CREATE FUNCTION fleet_payment_admin_set(p_sub text, p_role text,
                                         p_charge_id text, p_status text,
                                         p_reason text)
@@ -284,9 +285,6 @@ DECLARE
     a       fleet_actor := fleet_actor(p_sub, p_role);
     r       jsonb;
     p       payments;
-    v_act   text := CASE p_status WHEN 'SUCCEEDED' THEN 'payment_confirm'
-                                  ELSE 'payment_cancel' END;
-    details jsonb;
 BEGIN
     IF a IS NULL THEN
         RETURN fleet_unknown_actor();
@@ -294,7 +292,7 @@ BEGIN
 
     -- the role stored for the user wins over the token's
     IF a.role <> 'admin' THEN
-        RETURN fleet_error(403, 'FORBIDDEN', 'this route is for admins only');
+        RETURN fleet_not_admin();
     END IF;
 
     r := fleet_payment_transition(p_charge_id, p_status, 'admin', a.user_id,
@@ -309,19 +307,14 @@ BEGIN
     SELECT * INTO p FROM payments WHERE charge_id = p_charge_id;
 
     IF (r -> 'data' ->> 'changed')::boolean THEN
-        details := jsonb_strip_nulls(jsonb_build_object(
-            'chargeId', p.charge_id, 'device_id', p.device_id,
-            'amount', p.amount, 'status', p.status, 'reason', p_reason));
-
-        -- seed 003's admin:action, to the admins' Socket.IO room (the
-        -- envelope names no device: it goes to the admin room only)
-        PERFORM fleet_notify('admin_action', jsonb_build_object(
-            'adminId', a.user_id::text, 'action', v_act, 'details', details,
-            'sio', jsonb_build_array(jsonb_build_object(
-                'event', 'admin:action', 'rooms', jsonb_build_array('admin'),
-                'data', jsonb_build_object('adminId', a.user_id::text,
-                                           'action', v_act,
-                                           'details', details)))));
+        PERFORM fleet_admin_action(a.user_id,
+            CASE p_status WHEN 'SUCCEEDED' THEN 'payment_confirm'
+                          ELSE 'payment_cancel' END,
+            p.charge_id,
+            jsonb_strip_nulls(jsonb_build_object(
+                'chargeId', p.charge_id, 'device_id', p.device_id,
+                'amount', p.amount, 'status', p.status,
+                'reason', p_reason)));
     END IF;
 
     RETURN jsonb_build_object('status', 200,

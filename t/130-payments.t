@@ -451,6 +451,11 @@ is $dbh->selectrow_array(q{SELECT detail->>'reason' FROM payment_events WHERE ch
 my ($act) = grep { $_->{type} eq 'admin_action' } notifies($dbh);
 is_deeply [ $act->{adminId}, $act->{action}, $act->{details}{chargeId} ], [ $s->admin_id, 'payment_confirm', $ac ],
     'an admin_action envelope (seed 003 admin:action)';
+is_deeply [ map { [ $_->{event}, @{ $_->{rooms} } ] } @{ $act->{sio} // [] } ], [ [ 'admin:action', 'admin' ] ],
+    'to the admin Socket.IO room';
+my ($audit) = grep { $_->{target} eq $ac } @{ body(req(GET => '/api/v1/admin/audit', $admin))->{data}{items} // [] };
+is_deeply [ @{ $audit // {} }{qw(action admin_id)}, $audit->{details}{reason} ],
+    [ 'payment_confirm', $s->admin_id, 'paid in cash at the counter' ], 'in the admin audit log';
 is req(POST => $confirm, $admin)->res->code, 200, 'confirm again -> 200';
 is body(req(POST => $confirm, $admin))->{data}{changed}, 0, 'changed: false';
 my $cancel = "/api/v1/payment-gateway/payments/$ac/cancel";
@@ -470,6 +475,9 @@ $s->check_error(req(POST => '/api/v1/payment-gateway/payments/ch_doesnotexist/co
     'PAYMENT_NOT_FOUND', undef, undef, 'confirm an unknown chargeId: 404');
 $s->check_error(req(POST => $cancel, $admin, { reason => 5 }), 400, 'VALIDATION_ERROR', $cancel,
     'reason must be a string');
+is scalar(grep { ($_->{target} // '') eq $cc || ($_->{target} // '') eq $ac }
+          @{ body(req(GET => '/api/v1/admin/audit', $admin))->{data}{items} // [] }), 2,
+    'one audit row per change, none for repeats or refusals';
 
 # ======================================================================
 # users: their own payments only
