@@ -191,6 +191,14 @@ ngx_int_t ngx_fleet_api_handler(ngx_http_request_t *r);
 /* ngx_fleet_sse.c */
 void ngx_fleet_sse_notify(const char *scope, size_t len);
 
+/*
+ * ngx_fleet_ws.c: between these, WebSocket frames are only queued; the
+ * end writes each connection's frames with one writev, so a burst of
+ * events costs one system call per connection, not one per event.
+ */
+void ngx_fleet_ws_batch_begin(void);
+void ngx_fleet_ws_batch_end(void);
+
 /* ngx_fleet_streams.c */
 void ngx_fleet_streams_event(const char *type, json_t *j,
     ngx_str_t *payload);

@@ -829,6 +829,9 @@ ngx_fleet_pg_dispatch_notifies(ngx_fleet_pg_conn_t *pc)
 
     l = ngx_fleet_pg.listeners.elts;
 
+    /* the frames of all these events go out together (ngx_fleet_ws.c) */
+    ngx_fleet_ws_batch_begin();
+
     while ((n = PQnotifies(pc->pg)) != NULL) {
         ngx_fleet_worker_metric_add(NGX_FLEET_W_NOTIFY_RECEIVED, 1);
 
@@ -851,6 +854,8 @@ ngx_fleet_pg_dispatch_notifies(ngx_fleet_pg_conn_t *pc)
 
         PQfreemem(n);
     }
+
+    ngx_fleet_ws_batch_end();
 }
 
 

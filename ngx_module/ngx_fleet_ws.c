@@ -45,6 +45,7 @@ static ngx_int_t ngx_fleet_ws_control(ngx_fleet_ws_t *ws, ngx_int_t opcode,
 static ngx_fleet_ws_out_t *ngx_fleet_ws_out_append(ngx_fleet_ws_t *ws,
     ngx_fleet_ws_msg_t *msg);
 static ngx_int_t ngx_fleet_ws_flush(ngx_fleet_ws_t *ws);
+static ssize_t ngx_fleet_ws_writev(ngx_fleet_ws_t *ws);
 static ngx_int_t ngx_fleet_ws_overflow(ngx_fleet_ws_t *ws);
 static void ngx_fleet_ws_terminate(ngx_fleet_ws_t *ws);
 static ngx_fleet_ws_msg_t *ngx_fleet_ws_msg_raw(u_char *data, size_t len);
@@ -55,6 +56,8 @@ static void ngx_fleet_ws_out_free(ngx_fleet_ws_out_t *out);
 /* one read buffer for every connection of the worker */
 static u_char               ngx_fleet_ws_buffer[16384];
 static ngx_fleet_ws_out_t  *ngx_fleet_ws_free_outs;
+static ngx_queue_t          ngx_fleet_ws_dirty;
+static ngx_uint_t           ngx_fleet_ws_batching;
 static ngx_uint_t           ngx_fleet_ws_nfree_outs;
 static ngx_uint_t           ngx_fleet_ws_connections;
 
@@ -835,7 +838,47 @@ ngx_fleet_ws_send(ngx_fleet_ws_t *ws, ngx_fleet_ws_msg_t *msg)
         return NGX_OK;
     }
 
+    if (ngx_fleet_ws_batching) {
+        if (!ws->in_dirty) {
+            ngx_queue_insert_tail(&ngx_fleet_ws_dirty, &ws->dirty);
+            ws->in_dirty = 1;
+        }
+
+        return NGX_OK;
+    }
+
     return ngx_fleet_ws_flush(ws);
+}
+
+
+void
+ngx_fleet_ws_batch_begin(void)
+{
+    if (ngx_fleet_ws_batching++ == 0 && ngx_fleet_ws_dirty.next == NULL) {
+        ngx_queue_init(&ngx_fleet_ws_dirty);
+    }
+}
+
+
+void
+ngx_fleet_ws_batch_end(void)
+{
+    ngx_queue_t     *q;
+    ngx_fleet_ws_t  *ws;
+
+    if (--ngx_fleet_ws_batching) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ngx_fleet_ws_dirty)) {
+        q = ngx_queue_head(&ngx_fleet_ws_dirty);
+        ngx_queue_remove(q);
+
+        ws = ngx_queue_data(q, ngx_fleet_ws_t, dirty);
+        ws->in_dirty = 0;
+
+        (void) ngx_fleet_ws_flush(ws);
+    }
 }
 
 
@@ -876,6 +919,21 @@ ngx_fleet_ws_flush(ngx_fleet_ws_t *ws)
     wev = c->write;
 
     while ((out = ws->out) != NULL) {
+
+        if (out->next && c->ssl == NULL) {
+            n = ngx_fleet_ws_writev(ws);
+
+            if (n == NGX_ERROR) {
+                ngx_fleet_ws_terminate(ws);
+                return NGX_ERROR;
+            }
+
+            if (n == NGX_AGAIN) {
+                break;
+            }
+
+            continue;
+        }
 
         n = c->send(c, out->msg->data + out->sent,
                     out->msg->len - out->sent);
@@ -929,6 +987,72 @@ ngx_fleet_ws_flush(ngx_fleet_ws_t *ws)
         /* the closing handshake is complete: the server closes TCP */
         ngx_fleet_ws_terminate(ws);
         return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Several queued frames in one writev (plain TCP; TLS records go one
+ * frame at a time through c->send).  Returns NGX_OK when it wrote some
+ * (the written frames are released), NGX_AGAIN, or NGX_ERROR.
+ */
+
+static ssize_t
+ngx_fleet_ws_writev(ngx_fleet_ws_t *ws)
+{
+    size_t               k;
+    ssize_t              n;
+    ngx_uint_t           i;
+    ngx_iovec_t          vec;
+    ngx_fleet_ws_out_t  *out;
+    struct iovec         iovs[64];
+
+    i = 0;
+
+    for (out = ws->out; out && i < 64; out = out->next) {
+        iovs[i].iov_base = out->msg->data + out->sent;
+        iovs[i].iov_len = out->msg->len - out->sent;
+        i++;
+    }
+
+    vec.iovs = iovs;
+    vec.count = i;
+    vec.size = 0;
+    vec.nalloc = 64;
+
+    n = ngx_writev(ws->connection, &vec);
+
+    if (n == NGX_AGAIN) {
+        ws->connection->write->ready = 0;
+    }
+
+    if (n == NGX_ERROR || n == NGX_AGAIN) {
+        return n;
+    }
+
+    /* release what went out, keep the offset into a frame cut short */
+    while ((out = ws->out) != NULL && n > 0) {
+        k = out->msg->len - out->sent;
+
+        if ((size_t) n < k) {
+            /* the socket is full */
+            out->sent += n;
+            ws->connection->write->ready = 0;
+            return NGX_AGAIN;
+        }
+
+        n -= k;
+
+        ws->out = out->next;
+        if (ws->out == NULL) {
+            ws->out_last = &ws->out;
+        }
+
+        ws->queued -= out->msg->len;
+        ngx_fleet_ws_msg_release(out->msg);
+        ngx_fleet_ws_out_free(out);
     }
 
     return NGX_OK;
@@ -1002,6 +1126,11 @@ ngx_fleet_ws_terminate(ngx_fleet_ws_t *ws)
     }
 
     c = ws->connection;
+
+    if (ws->in_dirty) {
+        ngx_queue_remove(&ws->dirty);
+        ws->in_dirty = 0;
+    }
 
     if (ws->handler->closed && !ws->accepting) {
         ws->handler->closed(ws);

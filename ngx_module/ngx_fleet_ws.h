@@ -53,6 +53,8 @@ struct ngx_fleet_ws_s {
     ngx_fleet_ws_out_t        **out_last;
     size_t                      queued;
 
+    ngx_queue_t                 dirty;          /* frames to write */
+
     u_char                     *pending;        /* read with the upgrade */
     size_t                      pending_len;
 
@@ -61,6 +63,7 @@ struct ngx_fleet_ws_s {
     ngx_uint_t                  rate_refused;
 
     unsigned                    accepting:1;
+    unsigned                    in_dirty:1;
     unsigned                    handling:1;
     unsigned                    terminate:1;
     unsigned                    closing:1;      /* our close frame queued */
