@@ -56,7 +56,7 @@ static void ngx_fleet_ws_out_free(ngx_fleet_ws_out_t *out);
 /* one read buffer for every connection of the worker */
 static u_char               ngx_fleet_ws_buffer[16384];
 static ngx_fleet_ws_out_t  *ngx_fleet_ws_free_outs;
-static ngx_queue_t          ngx_fleet_ws_dirty;
+static ngx_fleet_ws_t      *ngx_fleet_ws_dirty;
 static ngx_uint_t           ngx_fleet_ws_batching;
 static ngx_uint_t           ngx_fleet_ws_nfree_outs;
 static ngx_uint_t           ngx_fleet_ws_connections;
@@ -840,7 +840,8 @@ ngx_fleet_ws_send(ngx_fleet_ws_t *ws, ngx_fleet_ws_msg_t *msg)
 
     if (ngx_fleet_ws_batching) {
         if (!ws->in_dirty) {
-            ngx_queue_insert_tail(&ngx_fleet_ws_dirty, &ws->dirty);
+            ws->dirty_next = ngx_fleet_ws_dirty;
+            ngx_fleet_ws_dirty = ws;
             ws->in_dirty = 1;
         }
 
@@ -854,27 +855,21 @@ ngx_fleet_ws_send(ngx_fleet_ws_t *ws, ngx_fleet_ws_msg_t *msg)
 void
 ngx_fleet_ws_batch_begin(void)
 {
-    if (ngx_fleet_ws_batching++ == 0 && ngx_fleet_ws_dirty.next == NULL) {
-        ngx_queue_init(&ngx_fleet_ws_dirty);
-    }
+    ngx_fleet_ws_batching++;
 }
 
 
 void
 ngx_fleet_ws_batch_end(void)
 {
-    ngx_queue_t     *q;
     ngx_fleet_ws_t  *ws;
 
     if (--ngx_fleet_ws_batching) {
         return;
     }
 
-    while (!ngx_queue_empty(&ngx_fleet_ws_dirty)) {
-        q = ngx_queue_head(&ngx_fleet_ws_dirty);
-        ngx_queue_remove(q);
-
-        ws = ngx_queue_data(q, ngx_fleet_ws_t, dirty);
+    while ((ws = ngx_fleet_ws_dirty) != NULL) {
+        ngx_fleet_ws_dirty = ws->dirty_next;
         ws->in_dirty = 0;
 
         (void) ngx_fleet_ws_flush(ws);
@@ -1043,7 +1038,7 @@ ngx_fleet_ws_writev(ngx_fleet_ws_t *ws)
             return NGX_AGAIN;
         }
 
-        n -= k;
+        n -= (ssize_t) k;
 
         ws->out = out->next;
         if (ws->out == NULL) {
@@ -1117,6 +1112,7 @@ static void
 ngx_fleet_ws_terminate(ngx_fleet_ws_t *ws)
 {
     ngx_connection_t    *c;
+    ngx_fleet_ws_t     **wp;
     ngx_fleet_ws_out_t  *out;
 
     if (ws->handling) {
@@ -1128,7 +1124,14 @@ ngx_fleet_ws_terminate(ngx_fleet_ws_t *ws)
     c = ws->connection;
 
     if (ws->in_dirty) {
-        ngx_queue_remove(&ws->dirty);
+        /* only during a batch, when a send found the client gone */
+        for (wp = &ngx_fleet_ws_dirty; *wp; wp = &(*wp)->dirty_next) {
+            if (*wp == ws) {
+                *wp = ws->dirty_next;
+                break;
+            }
+        }
+
         ws->in_dirty = 0;
     }
 

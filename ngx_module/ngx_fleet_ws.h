@@ -53,7 +53,7 @@ struct ngx_fleet_ws_s {
     ngx_fleet_ws_out_t        **out_last;
     size_t                      queued;
 
-    ngx_queue_t                 dirty;          /* frames to write */
+    ngx_fleet_ws_t             *dirty_next;     /* frames to write */
 
     u_char                     *pending;        /* read with the upgrade */
     size_t                      pending_len;
