@@ -1,7 +1,9 @@
-// The baseline of bench/sio.pl: what people build today — a Node socket.io
-// server fed by MQTT.  It checks the HS256 token of each connection (like
-// fleetgate), answers join_room, and emits every MQTT message it gets on
-// TOPIC to the "dashboard" room as one event.  Node's cluster is not used:
+// The baseline of `bench/ws.pl --proto sio`: what people build today — a
+// Node socket.io server fed by MQTT.  It checks the HS256 token of each
+// connection (like fleetgate), answers join_room, and emits every message
+// {event, data} it gets on TOPIC (MQTT_PORT 0: no MQTT) or on an HTTP
+// POST /publish (the bench's publisher, answered 204) to the "dashboard"
+// room as one event.  Node's cluster is not used:
 // a socket.io room spread over processes needs an adapter (Redis,
 // PostgreSQL), which is the comparison the numbers leave out in Node's
 // favour.
@@ -31,7 +33,18 @@ function verify(token) {
     return claims;
 }
 
-const server = http.createServer();
+function emit(text) {
+    let m;
+    try { m = JSON.parse(text); } catch (e) { return; }
+    io.to('dashboard').emit(m.event || 'meter_values_updated', m.data);
+}
+
+const server = http.createServer((req, res) => {
+    if (req.method !== 'POST' || req.url !== '/publish') return;
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => { emit(body); res.writeHead(204); res.end(); });
+});
 const io = new Server(server, { maxHttpBufferSize: 1e6 });
 
 io.use((socket, next) => {
@@ -49,13 +62,11 @@ io.on('connection', (socket) => {
     });
 });
 
-const client = mqtt.connect('mqtt://127.0.0.1:' + mqttPort);
-client.on('connect', () => client.subscribe(topic, { qos: 1 }));
-client.on('message', (t, payload) => {
-    let m;
-    try { m = JSON.parse(payload.toString()); } catch (e) { return; }
-    io.to('dashboard').emit(m.event || 'meter_values_updated', m.data);
-});
+if (Number(mqttPort) > 0) {
+    const client = mqtt.connect('mqtt://127.0.0.1:' + mqttPort);
+    client.on('connect', () => client.subscribe(topic, { qos: 1 }));
+    client.on('message', (t, payload) => emit(payload.toString()));
+}
 
 server.listen(Number(port), '127.0.0.1', () => {
     process.stdout.write('listening ' + port + '\n');

@@ -23,6 +23,12 @@
  *   ws-load -p PORT -u '/sub/room' -n 1000 [-H 'Authorization: Bearer ..']
  *           [-R ready-file] [-C counter-file] [-d max-seconds] [-e expect]
  *
+ * -E TOKEN, -J ROOM: Socket.IO mode (bench/sio.pl): each connection speaks
+ * Engine.IO 4 / Socket.IO 5 over the WebSocket: on the open packet "0{...}"
+ * it sends 40{"token":TOKEN}, on the CONNECT answer "40..." it sends
+ * 42["join_room",{"room":ROOM}], answers the server's "2" pings with "3",
+ * and counts "42[...]" event packets as data messages.
+ *
  * --counter-file: a 64-byte file, mapped shared, holding little-endian
  * uint64 counters (data messages in total, connections open, closes) that a
  * publisher reads to pace itself on what was delivered.
@@ -89,6 +95,8 @@ static int         o_verbose;
 static int         o_pdeath;
 static long        o_batch_us;
 static char        o_headers[8192];
+static const char *o_eio_token;       /* Socket.IO mode */
+static const char *o_eio_room = "dashboard";
 
 static conn_t     *conns;
 static int         ep;
@@ -294,6 +302,61 @@ send_control(conn_t *c, int opcode, const unsigned char *payload, size_t len)
     }
 }
 
+/* a masked text frame of up to 64 KB: Engine.IO's packets from a client */
+static void
+send_text(conn_t *c, const char *text, size_t len)
+{
+    unsigned char f[4 + 4 + 2048];
+    static const unsigned char key[4] = { 0x12, 0x34, 0x56, 0x78 };
+    size_t i, h;
+
+    if (len > 2048) {
+        return;
+    }
+    f[0] = 0x81;
+    if (len < 126) {
+        f[1] = (unsigned char) (0x80 | len);
+        h = 2;
+    } else {
+        f[1] = 0x80 | 126;
+        f[2] = (unsigned char) (len >> 8);
+        f[3] = (unsigned char) len;
+        h = 4;
+    }
+    memcpy(f + h, key, 4);
+    for (i = 0; i < len; i++) {
+        f[h + 4 + i] = (unsigned char) text[i] ^ key[i & 3];
+    }
+    if (write(c->fd, f, h + 4 + len) < 0) {
+        /* ignored, as for control frames */
+    }
+}
+
+/* Socket.IO mode: the session's steps; 1 when the packet is an event */
+static int
+eio_packet(conn_t *c, const unsigned char *p, size_t len)
+{
+    char buf[2048];
+    int n;
+
+    if (len >= 2 && p[0] == '4' && p[1] == '2') {
+        return 1;
+    }
+    if (len >= 1 && p[0] == '0') {
+        n = snprintf(buf, sizeof(buf), "40{\"token\":\"%s\"}", o_eio_token);
+        send_text(c, buf, (size_t) n);
+    } else if (len >= 2 && p[0] == '4' && p[1] == '0') {
+        n = snprintf(buf, sizeof(buf), "42[\"join_room\",{\"room\":\"%s\"}]",
+                     o_eio_room);
+        send_text(c, buf, (size_t) n);
+    } else if (len == 1 && p[0] == '2') {
+        send_text(c, "3", 1);
+    } else if (len >= 2 && p[0] == '4' && p[1] == '4') {
+        note_error("connect_error%s%ld", "", 0);
+    }
+    return 0;
+}
+
 /* the first JSON number after "value": (publish time in us), or -1 */
 static int64_t
 find_value(const unsigned char *p, size_t n)
@@ -421,7 +484,9 @@ parse_frames(conn_t *c, unsigned char *p, size_t n)
         case 0x1:
         case 0x2:
         case 0x0:
-            if (fin) {
+            if (fin && o_eio_token && !eio_packet(c, pl, (size_t) len)) {
+                c->in_msg = 0;
+            } else if (fin) {
                 /* a fragmented message is looked into by its last frame */
                 got_data(pl, (size_t) len, op == 0 ? 1 : op);
                 c->in_msg = 0;
@@ -662,7 +727,7 @@ main(int argc, char **argv)
     int opt, ready_done = 0;
     size_t hl = 0;
 
-    while ((opt = getopt(argc, argv, "h:p:u:n:d:r:c:t:R:C:i:e:H:vPb:B")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:u:n:d:r:c:t:R:C:i:e:H:vPb:BE:J:")) != -1) {
         switch (opt) {
         case 'h': o_host = optarg; break;
         case 'p': o_port = atoi(optarg); break;
@@ -680,6 +745,8 @@ main(int argc, char **argv)
         case 'P': o_pdeath = 1; break;
         case 'b': o_batch_us = atol(optarg); break;
         case 'B': batching = 1; break;
+        case 'E': o_eio_token = optarg; break;
+        case 'J': o_eio_room = optarg; break;
         case 'H':
             if (hl + strlen(optarg) + 3 > sizeof(o_headers) || strpbrk(optarg, "\r\n")) {
                 fprintf(stderr, "ws-load: bad or too many headers\n");

@@ -3,6 +3,16 @@
 # and fleetgate, same machine, same run.
 #
 #   perl bench/ws.pl [--target nchan|fleetgate|both] [--subs 1000,10000]
+#   perl bench/ws.pl --proto sio [--target node|fleetgate|both] [--subs 5000]
+#
+# --proto sio: the same measurements for Socket.IO clients (ws-load -E:
+# Engine.IO 4 over WebSocket, CONNECT with the token, join_room
+# "dashboard"), fleetgate against a Node socket.io server
+# (bench/sio-baseline.js: one process, the usual deployment without an
+# adapter).  fleetgate publishes with fleet_notify('sio_emit', ...), the
+# event a device's MQTT message or POST /api/v1/events becomes; Node gets
+# the same JSON on an HTTP POST /publish (its MQTT feed takes the same
+# path into io.to().emit()).
 #
 # Options (defaults): --sat-seconds 10, --lat-seconds 10, --lat-rate 10,
 # --rounds 3, --window 8, --publishers 4 (Nchan), --batch 3000,
@@ -64,14 +74,16 @@ my %o = (
     'lat-rate' => 10, window => 8, 'max-messages' => 200000, 'connect-rate' => 4000,
     'fleet-path' => '/ws/sensor-data/', 'fleet-extra-server' => '', 'fleet-extra-http' => '',
     'worker-connections' => 20000, room => 'bench', publishers => 4, batch => 3000,
-    rounds => 3, 'quiet-wait' => 30, 'quiet-below' => 15,
+    rounds => 3, 'quiet-wait' => 30, 'quiet-below' => 15, proto => 'ws',
 );
 GetOptions(\%o, 'target=s', 'subs=s', 'sat-seconds=f', 'lat-seconds=f', 'lat-rate=f',
     'window=f', 'max-messages=i', 'connect-rate=f', 'fleet-path=s', 'fleet-extra-server=s',
-    'fleet-extra-http=s', 'worker-connections=i', 'room=s', 'publishers=i', 'batch=i', 'rounds=i', 'quiet-wait=f', 'quiet-below=f', 'keep',
+    'fleet-extra-http=s', 'worker-connections=i', 'room=s', 'publishers=i', 'batch=i', 'rounds=i', 'quiet-wait=f', 'quiet-below=f', 'keep', 'proto=s',
     'verbose')
     or die "usage: perl bench/ws.pl [--target nchan|fleetgate|both] [--subs 1000,10000] ...\n";
-$o{target} =~ /^(nchan|fleetgate|both)$/ or die "--target: nchan, fleetgate or both\n";
+$o{proto} =~ /^(ws|sio)$/ or die "--proto: ws or sio\n";
+my $BASE = $o{proto} eq 'sio' ? 'node' : 'nchan';
+$o{target} =~ /^($BASE|fleetgate|both)$/ or die "--target: $BASE, fleetgate or both\n";
 my @subs = split /,/, $o{subs};
 /^\d+$/ && $_ >= 1 && $_ <= 20000 or die "--subs: counts from 1 to 20000\n" for @subs;
 my ($max_subs) = sort { $b <=> $a } @subs;
@@ -124,10 +136,12 @@ sub now_us { sprintf '%.0f', time * 1e6 }
 # ---------------------------------------------------------------- targets
 
 my %result;                     # target => N => { ... }
-my @targets = $o{target} eq 'both' ? qw(nchan fleetgate) : ($o{target});
+my @targets = $o{target} eq 'both' ? ($BASE, 'fleetgate') : ($o{target});
 for my $t (@targets) {
     my $ok = eval {
-        my $srv = $t eq 'nchan' ? nchan_server() : fleet_server();
+        my $srv = $t eq 'nchan' ? nchan_server()
+                : $t eq 'node' ? node_sio_server()
+                : fleet_server();
         for my $n (@subs) {
             # one count failing leaves the others to run
             $result{$t}{$n} = eval { run_one($srv, $n) } // do {
@@ -297,17 +311,29 @@ sub fleet_server {
 
     my $token = $s->admin_token;
     my $dbh = $s->dbh;
-    my $sth = $dbh->prepare(q{SELECT fleet_notify('sensor_data_update', jsonb_build_object(
-        'sensor_id', 1, 'sensor_type', 'temperature', 'device_id', 'bench',
-        'device_name', ?::text, 'value', ?::bigint, 'unit', 'celsius',
-        'timestamp', ?::text))});
-    my $path = $o{'fleet-path'};
-    $path .= ($path =~ /\?/ ? '&' : '?') . "access_token=$token";
+    my ($sth, $path);
+    if ($o{proto} eq 'sio') {
+        # the event SPEC 7 sends to "dashboard": the same ~200 bytes of data
+        $sth = $dbh->prepare(q{SELECT fleet_notify('sio_emit', jsonb_build_object(
+            'room', 'dashboard', 'event', 'sensor_data_update', 'data', jsonb_build_object(
+            'sensor_id', 1, 'sensor_type', 'temperature', 'device_id', 'bench',
+            'device_name', ?::text, 'value', ?::bigint, 'unit', 'celsius',
+            'timestamp', ?::text)))});
+        $path = '/socket.io/?EIO=4&transport=websocket';
+    } else {
+        $sth = $dbh->prepare(q{SELECT fleet_notify('sensor_data_update', jsonb_build_object(
+            'sensor_id', 1, 'sensor_type', 'temperature', 'device_id', 'bench',
+            'device_name', ?::text, 'value', ?::bigint, 'unit', 'celsius',
+            'timestamp', ?::text))});
+        $path = $o{'fleet-path'};
+        $path .= ($path =~ /\?/ ? '&' : '?') . "access_token=$token";
+    }
     return {
         name    => 'fleetgate',
         port    => sub { $s->http_port },
         path    => sub { $path },
         headers => [],
+        eio     => ($o{proto} eq 'sio' ? $token : undef),
         # new workers on the raised limits, with nothing held from before
         fresh   => sub { $s->reload_nginx; sleep 0.5 },
         workers => sub { $s->nginx_worker_pids },
@@ -318,6 +344,58 @@ sub fleet_server {
         poll    => sub { sleep $_[0] if $_[0] > 0; 0 },
         stop    => sub { undef $sth; $s->stop },
         errlog  => sub { tail($s->dir . '/nginx/error.log') },
+    };
+}
+
+# ---------------------------------------------------------------- Node socket.io
+
+sub node_sio_server {
+    require FleetStack;
+    my $port = free_port();
+    my $secret = join '', map { ('a' .. 'z')[rand 26] } 1 .. 40;
+    my $log = "$tmp/node-sio.log";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', $log or die;
+        open STDERR, '>&', \*STDOUT or die;
+        $ENV{NODE_PATH} = "$ROOT/scripts/node/node_modules";
+        exec 'node', "$FindBin::Bin/sio-baseline.js", $port, 0, $secret;
+        die "exec node: $!";
+    }
+    my $stopped;
+    my $stop = sub { return if $stopped++; kill 'TERM', $pid; waitpid $pid, 0 };
+    push @cleanup, $stop;
+    wait_until(20, sub { port_open($port) }) or die "the Node socket.io server did not start\n";
+
+    my $token = FleetStack::make_jwt({ jwt_secret => $secret },
+        { sub => '1', role => 'admin', exp => time + 86400 });
+    my $pub = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp')
+        or die "publisher: $!";
+    setsockopt($pub, IPPROTO_TCP, TCP_NODELAY, 1);
+    return {
+        name    => 'node',
+        port    => sub { $port },
+        path    => sub { '/socket.io/?EIO=4&transport=websocket' },
+        headers => [],
+        eio     => $token,
+        fresh   => sub { },
+        workers => sub { ($pid) },
+        aux     => sub { () },
+        # one keep-alive connection, one request at a time; 204 answers
+        send    => sub {
+            my $b = qq({"event":"sensor_data_update","data":) . body_json($PAD, now_us()) . '}';
+            print $pub "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                . "Content-Length: " . length($b) . "\r\n\r\n$b";
+            my $resp = '';
+            while ($resp !~ /\r\n\r\n/) {
+                my $n = sysread($pub, $resp, 4096, length $resp);
+                die "Node publish: connection closed\n" unless $n;
+            }
+            1;
+        },
+        poll    => sub { sleep $_[0] if $_[0] > 0; 0 },
+        stop    => $stop,
+        errlog  => sub { tail($log) },
     };
 }
 
@@ -344,7 +422,8 @@ sub run_one {
     my @cmd = ($WS_LOAD, '-p', $srv->{port}->(), '-u', $srv->{path}->(), '-n', $n,
                '-r', $o{'connect-rate'}, '-c', 256, '-t', 30 + 2 * $n / $o{'connect-rate'},
                '-R', $ready, '-C', $ctr, '-i', 0, '-b', $o{batch}, '-d', int($bound),
-               (map { ('-H', $_) } @{ $srv->{headers} }), '-P', ($o{verbose} ? '-v' : ()));
+               (map { ('-H', $_) } @{ $srv->{headers} }), '-P', ($o{verbose} ? '-v' : ()),
+               ($srv->{eio} ? ('-E', $srv->{eio}, '-J', 'dashboard') : ()));
     my $pid = spawn($out, @cmd);
     my %r = (subs => $n);
     my $ok = eval {
@@ -574,11 +653,12 @@ sub report {
         . "fast as delivery allows; srv%: server CPU (nginx workers + PostgreSQL) and oth%:\n"
         . "other processes on the machine, in % of one CPU, during that round\n";
     if (@targets == 2) {
-        print "\nfleetgate / Nchan (msgs/s: higher is better; latency, memory: lower is better)\n";
+        printf "\nfleetgate / %s (msgs/s: higher is better; latency, memory: lower is better)\n",
+            $BASE eq 'node' ? 'Node socket.io' : 'Nchan';
         my $f2 = "%6s %12s %12s %12s %12s\n";
         printf $f2, 'subs', 'sat msgs/s', 'low p99', 'sat p99', 'KB/sub';
         for my $n (@subs) {
-            my ($a, $b) = ($result{nchan}{$n}, $result{fleetgate}{$n});
+            my ($a, $b) = ($result{$BASE}{$n}, $result{fleetgate}{$n});
             next unless $a && $b && $a->{sat} && $b->{sat};
             printf $f2, $n, ratio($b->{sat}{rate}, $a->{sat}{rate}),
                 ratio($b->{lat}{p99_ms}, $a->{lat}{p99_ms}),
