@@ -602,6 +602,9 @@ SKIP: {
     my $node = `sh -c 'command -v node' 2>/dev/null`;
     chomp $node;
     my $modules = "$FindBin::Bin/../scripts/node/node_modules";
+    fail('node is required under scripts/test') if !$node && $ENV{FLEET_REQUIRE_CLIENTS};
+    fail('npm ws is required under scripts/test')
+        if !-f "$modules/ws/package.json" && $ENV{FLEET_REQUIRE_CLIENTS};
     skip 'node is not installed', 6 unless $node;
     skip "npm ws is missing in $modules (scripts/lib/common.sh fleet_node_deps)", 6 unless -f "$modules/ws/package.json";
     local $ENV{NODE_PATH} = $modules;

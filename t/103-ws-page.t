@@ -19,11 +19,11 @@ my $chromium = $ENV{CHROMIUM} // '/usr/bin/chromium';
 my $node_path = "$FleetStack::ROOT/scripts/node/node_modules";
 my $script = "$FindBin::Bin/node/page-check.js";
 
-plan skip_all => "no Chromium at $chromium (apt-get install chromium)" unless -x $chromium;
+FleetStack::skip_or_fail("no Chromium at $chromium (apt-get install chromium)") unless -x $chromium;
 my $node = (grep { -x "$_/node" } split /:/, $ENV{PATH} // '')[0];
-plan skip_all => 'node is not installed' unless $node;
+FleetStack::skip_or_fail('node is not installed') unless $node;
 $node .= '/node';
-plan skip_all => "playwright-core is missing from $node_path (npm ci in scripts/node)"
+FleetStack::skip_or_fail("playwright-core is missing from $node_path (npm ci in scripts/node)")
     unless -f "$node_path/playwright-core/package.json";
 
 my $s = FleetStack->new(workers => 2);

@@ -32,8 +32,8 @@ use FleetMQTT qw(sign_msg publish publish_lines);
 my $node = `sh -c 'command -v node' 2>/dev/null`;
 chomp $node;
 my $modules = "$FindBin::Bin/../scripts/node/node_modules";
-plan skip_all => 'node is not installed' unless $node;
-plan skip_all => "npm socket.io-client is missing in $modules (scripts/lib/common.sh fleet_node_deps)"
+FleetStack::skip_or_fail('node is not installed') unless $node;
+FleetStack::skip_or_fail("npm socket.io-client is missing in $modules (scripts/lib/common.sh fleet_node_deps)")
     unless -f "$modules/socket.io-client/package.json";
 
 my $T_START = time;

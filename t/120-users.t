@@ -55,6 +55,8 @@ chomp $node;
 my $modules = "$FindBin::Bin/../scripts/node/node_modules";
 my $SIO = $node && -f "$modules/socket.io-client/package.json";
 diag 'node or npm socket.io-client missing: Socket.IO checks skipped' unless $SIO;
+fail('node and npm socket.io-client are required under scripts/test (FLEET_REQUIRE_CLIENTS)')
+    if !$SIO && $ENV{FLEET_REQUIRE_CLIENTS};
 
 my ($DRV_OUT, $DRV_IN, $DRV_BUF, $DRV_PID, %LINES) = (undef, undef, '');
 if ($SIO) {

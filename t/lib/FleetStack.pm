@@ -883,6 +883,19 @@ sub _install_signal_handlers {
 # ======================================================================
 # small helpers
 
+# A test that needs a real client (node, the npm packages, Chromium) skips
+# without it when run by hand; under scripts/test (FLEET_REQUIRE_CLIENTS=1)
+# a missing client is a failure: CI must run those tests, not skip them.
+sub skip_or_fail {
+    my ($why) = @_;
+    if ($ENV{FLEET_REQUIRE_CLIENTS}) {
+        Test::More::plan(tests => 1);
+        Test::More::fail("a required client is missing: $why");
+        exit 1;
+    }
+    Test::More::plan(skip_all => $why);
+}
+
 sub free_port {
     my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
         or die "no free port: $!";
