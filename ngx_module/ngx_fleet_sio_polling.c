@@ -361,7 +361,11 @@ ngx_fleet_sio_in_rooms(ngx_fleet_sio_session_t *s, json_t *rooms)
 }
 
 
-/* the queued packets, joined with 0x1e, into the request's pool */
+/*
+ * The queued packets, joined with 0x1e, into the request's pool; for a
+ * closed session followed by the close packet "1" (what it was told before
+ * it was closed, rate_limited for one, still reaches it).
+ */
 
 static ngx_int_t
 ngx_fleet_sio_take(ngx_fleet_sio_session_t *s, ngx_http_request_t *r,
@@ -371,7 +375,7 @@ ngx_fleet_sio_take(ngx_fleet_sio_session_t *s, ngx_http_request_t *r,
     size_t                len;
     ngx_fleet_sio_pkt_t  *pkt;
 
-    len = 0;
+    len = 2;
 
     for (pkt = s->head; pkt; pkt = pkt->next) {
         len += pkt->len + 1;
@@ -393,6 +397,14 @@ ngx_fleet_sio_take(ngx_fleet_sio_session_t *s, ngx_http_request_t *r,
 
         s->head = pkt->next;
         ngx_slab_free_locked(ngx_fleet_sio_shpool, pkt);
+    }
+
+    if (s->closed) {
+        if (p != out->data) {
+            *p++ = 0x1e;
+        }
+
+        *p++ = '1';
     }
 
     s->tail = NULL;
@@ -496,9 +508,15 @@ ngx_fleet_sio_polling_get(ngx_fleet_api_t *api, const char *sid)
     ngx_fleet_sio_touch(s);
 
     if (s->closed) {
+        rc = ngx_fleet_sio_take(s, api->request, &out);
         ngx_fleet_sio_free_session(s);
         ngx_shmtx_unlock(&ngx_fleet_sio_shpool->mutex);
-        return ngx_fleet_sio_reply(api, (u_char *) "1", 1);
+
+        if (rc != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_fleet_sio_reply(api, out.data, out.len);
     }
 
     if (s->head) {
@@ -643,6 +661,9 @@ ngx_fleet_sio_check_held(const char *only_sid)
             len = 1;
 
             if (s) {
+                rc = ngx_fleet_sio_take(s, h->api->request, &out);
+                answer = out.data;
+                len = out.len;
                 ngx_fleet_sio_free_session(s);
                 s = NULL;
             }
