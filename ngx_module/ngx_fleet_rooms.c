@@ -10,6 +10,9 @@
 #include "ngx_fleet_rooms.h"
 
 
+static void ngx_fleet_room_free(ngx_fleet_room_t *room);
+
+
 static ngx_rbtree_t       ngx_fleet_rooms;
 static ngx_rbtree_node_t  ngx_fleet_rooms_sentinel;
 static ngx_uint_t         ngx_fleet_rooms_ready;
@@ -135,7 +138,7 @@ ngx_fleet_room_each(ngx_fleet_room_t *room, ngx_fleet_room_pt fn, void *arg)
 }
 
 
-void
+static void
 ngx_fleet_room_free(ngx_fleet_room_t *room)
 {
     ngx_rbtree_delete(&ngx_fleet_rooms, &room->sn.node);

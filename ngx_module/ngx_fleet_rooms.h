@@ -38,7 +38,6 @@ ngx_int_t ngx_fleet_room_join(ngx_fleet_room_member_t *m, u_char *name,
 void ngx_fleet_room_leave(ngx_fleet_room_member_t *m);
 void ngx_fleet_room_each(ngx_fleet_room_t *room, ngx_fleet_room_pt fn,
     void *arg);
-void ngx_fleet_room_free(ngx_fleet_room_t *room);
 
 
 #endif /* _NGX_FLEET_ROOMS_H_INCLUDED_ */

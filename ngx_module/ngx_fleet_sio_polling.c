@@ -918,7 +918,17 @@ ngx_fleet_sio_polling_post(ngx_fleet_api_t *api, const char *sid)
 
     s = ngx_fleet_sio_lookup(sid);
 
-    if (s == NULL || s->upgraded || s->closed) {
+    if (s && s->closed) {
+        /*
+         * Closed by the server (flooding, too slow): the packets are
+         * dropped, and the client learns of the close from its GET, after
+         * what it was told before.  A 400 here would make it drop that GET.
+         */
+        ngx_shmtx_unlock(&ngx_fleet_sio_shpool->mutex);
+        return ngx_fleet_sio_reply(api, (u_char *) "ok", 2);
+    }
+
+    if (s == NULL || s->upgraded) {
         ngx_shmtx_unlock(&ngx_fleet_sio_shpool->mutex);
 
         return ngx_fleet_sio_refuse(api->request, 1, "Session ID unknown");

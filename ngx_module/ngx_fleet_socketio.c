@@ -85,6 +85,7 @@ static void ngx_fleet_sio_ws_start(ngx_event_t *ev);
 static void ngx_fleet_sio_ws_message(ngx_fleet_ws_t *ws, ngx_int_t opcode,
     u_char *data, size_t len);
 static void ngx_fleet_sio_ws_limited(ngx_fleet_ws_t *ws);
+static ngx_int_t ngx_fleet_sio_rate_limited(ngx_fleet_sio_conn_t *conn);
 static void ngx_fleet_sio_ws_closed(ngx_fleet_ws_t *ws);
 static ngx_int_t ngx_fleet_sio_ws_ping(ngx_fleet_ws_t *ws);
 static ngx_int_t ngx_fleet_sio_ws_send(ngx_fleet_sio_conn_t *conn,
@@ -438,16 +439,31 @@ ngx_fleet_sio_ws_retry(ngx_event_t *ev)
 static void
 ngx_fleet_sio_ws_limited(ngx_fleet_ws_t *ws)
 {
-    json_t              *j;
     ngx_fleet_sio_ws_t  *sw;
 
     sw = ws->data;
 
+    (void) ngx_fleet_sio_rate_limited(&sw->conn);
+}
+
+
+/* SPEC 7: a message over the client's rate is answered, not handled */
+
+static ngx_int_t
+ngx_fleet_sio_rate_limited(ngx_fleet_sio_conn_t *conn)
+{
+    json_t     *j;
+    ngx_int_t   rc;
+
     j = json_pack("{s:s}", "message", "too many messages, slow down");
-    if (j) {
-        (void) ngx_fleet_sio_emit(&sw->conn, "rate_limited", j);
-        json_decref(j);
+    if (j == NULL) {
+        return NGX_ERROR;
     }
+
+    rc = ngx_fleet_sio_emit(conn, "rate_limited", j);
+    json_decref(j);
+
+    return rc;
 }
 
 
@@ -602,7 +618,6 @@ ngx_fleet_sio_packet(ngx_fleet_sio_conn_t *conn, u_char *data, size_t len)
 {
     int                  type;
     size_t               dlen;
-    json_t              *j;
     ngx_int_t            rc;
     const char          *d, *err;
     fleet_sio_packet_t   p;
@@ -626,10 +641,7 @@ ngx_fleet_sio_packet(ngx_fleet_sio_conn_t *conn, u_char *data, size_t len)
         }
 
         if (rc == NGX_DECLINED) {
-            j = json_pack("{s:s}", "message", "too many messages, slow down");
-            rc = ngx_fleet_sio_emit(conn, "rate_limited", j);
-            json_decref(j);
-            return rc;
+            return ngx_fleet_sio_rate_limited(conn);
         }
 
         break;

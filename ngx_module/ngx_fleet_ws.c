@@ -59,7 +59,6 @@ static ngx_fleet_ws_out_t  *ngx_fleet_ws_free_outs;
 static ngx_fleet_ws_t      *ngx_fleet_ws_dirty;
 static ngx_uint_t           ngx_fleet_ws_batching;
 static ngx_uint_t           ngx_fleet_ws_nfree_outs;
-static ngx_uint_t           ngx_fleet_ws_connections;
 
 
 ngx_int_t
@@ -249,7 +248,6 @@ ngx_fleet_ws_accept(ngx_http_request_t *r,
 
     ngx_fleet_ws_detach(r, ws);
 
-    ngx_fleet_ws_connections++;
     ngx_fleet_worker_metric_add(NGX_FLEET_W_WEBSOCKETS, 1);
 
     ngx_add_timer(c->read, fmcf->ws_ping_interval);
@@ -1153,7 +1151,6 @@ ngx_fleet_ws_terminate(ngx_fleet_ws_t *ws)
 
     ngx_free(ws);
 
-    ngx_fleet_ws_connections--;
     ngx_fleet_worker_metric_add(NGX_FLEET_W_WEBSOCKETS, -1);
 
     ngx_http_close_connection(c);
@@ -1192,9 +1189,3 @@ ngx_fleet_ws_out_free(ngx_fleet_ws_out_t *out)
     ngx_fleet_ws_nfree_outs++;
 }
 
-
-ngx_uint_t
-ngx_fleet_ws_count(void)
-{
-    return ngx_fleet_ws_connections;
-}

@@ -104,8 +104,6 @@ ngx_int_t ngx_fleet_ws_send_text(ngx_fleet_ws_t *ws, u_char *text,
 ngx_int_t ngx_fleet_ws_close(ngx_fleet_ws_t *ws, ngx_int_t code,
     const char *reason);
 
-ngx_uint_t ngx_fleet_ws_count(void);
-
 ngx_int_t ngx_fleet_rate_take(ngx_msec_t *last, ngx_uint_t *tokens,
     ngx_uint_t *refused);
 
